@@ -1,0 +1,63 @@
+"""`create_api()`: the FastAPI application, independent of how its services are built."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+
+from studio.api.errors import install_error_handlers
+from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
+from studio.api.routes import admin, health, me
+from studio.api.services import Services
+
+ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
+
+
+def create_api(
+    services: ServicesFactory,
+    *,
+    cors_origins: list[str],
+    cors_allow_credentials: bool,
+    max_body_bytes: int,
+    echo_request_id: bool = True,
+) -> FastAPI:
+    """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
+
+    `echo_request_id=False` behind Serve's proxy, which returns `X-Request-ID` itself.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with services() as ready:
+            app.state.services = ready
+            yield
+            app.state.services = None
+
+    app = FastAPI(
+        title="Mini Studio",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    # Added last = outermost: the request id wraps everything, errors from other middleware included.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_credentials=cors_allow_credentials,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(DeclaredSizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, echo_header=echo_request_id)
+    # Limits per router, not per app: FastAPI's app-level limit answers in plain text, outside the
+    # error handlers; at router level an oversized chunked body becomes a 413 in the error shape.
+    for router in (health.router, admin.router, me.router):
+        app.include_router(router, max_body_size=max_body_bytes)
+    return app

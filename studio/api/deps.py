@@ -1,0 +1,62 @@
+"""Dependencies as `Annotated` aliases: services from `app.state`, the caller, the admin check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from studio.api.services import Services
+from studio.errors import Unavailable
+from studio.logs import client_id_var
+from studio.schemas.clients import Principal
+from studio.services.clients import ClientService
+from studio.services.health import HealthService
+
+bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise Unavailable("Mini Studio is starting", retry_after_s=2)
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_clients(services: ServicesDep) -> ClientService:
+    return services.clients
+
+
+def get_health(services: ServicesDep) -> HealthService:
+    return services.health
+
+
+ClientsDep = Annotated[ClientService, Depends(get_clients)]
+HealthDep = Annotated[HealthService, Depends(get_health)]
+
+
+def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
+
+
+async def current_principal(request: Request, services: ServicesDep, credentials: BearerDep) -> Principal:
+    principal = await services.auth.authenticate(_authorization(credentials))
+    # The access log line is written by middleware outside this task's context: leave the id in scope state.
+    request.state.client_id = principal.client.id
+    client_id_var.set(principal.client.id)
+    return principal
+
+
+async def require_admin(request: Request, services: ServicesDep, credentials: BearerDep) -> None:
+    services.auth.require_admin(_authorization(credentials))
+    request.state.client_id = "admin"
+    client_id_var.set("admin")
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+AdminDep = Depends(require_admin)

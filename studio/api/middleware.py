@@ -1,0 +1,139 @@
+"""Pure ASGI middleware: request ids and one access log line per request.
+
+Pure ASGI (not `BaseHTTPMiddleware`) so streaming responses stream and each request costs little.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from studio.logs import ACCESS_LOGGER, client_id_var, request_id_var
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+error_log = logging.getLogger("studio.api")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _error_body(status: int, message: str, code: str, error_type: str) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    ).encode()
+
+
+async def _send_error(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Takes or makes `X-Request-ID`, returns it, logs one JSON line per request.
+
+    The line carries method, path, status, duration in ms, client id and request id. An unhandled
+    error becomes a 500 in the error shape here, so even it carries the request id; its stack trace
+    goes to the log, never to the client.
+    """
+
+    def __init__(self, app: ASGIApp, *, echo_header: bool = True) -> None:
+        self.app = app
+        # Serve's HTTP proxy already makes the id, passes it in, and returns it: don't add it twice.
+        self.echo_header = echo_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, REQUEST_ID_HEADER.encode())
+        request_id = given.decode("latin-1") if given and _VALID_REQUEST_ID.match(given.decode("latin-1")) else ""
+        request_id = request_id or uuid.uuid4().hex
+        request_token = request_id_var.set(request_id)
+        client_token = client_id_var.set(None)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 500
+        started = time.perf_counter()
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                if self.echo_header:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if response_started:
+                raise
+            status = 500
+            body = _error_body(500, f"internal error (request id {request_id})", "internal_error", "server_error")
+            await _send_error(send, 500, body, [(b"x-request-id", request_id.encode())] if self.echo_header else [])
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            client_id = state.get("client_id")
+            if client_id is not None:
+                client_id_var.set(client_id)
+            access_log.info(
+                "%s %s %d",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": duration_ms,
+                },
+            )
+            client_id_var.reset(client_token)
+            request_id_var.reset(request_token)
+
+
+STREAMED_CONTENT_TYPES = (b"multipart/form-data", b"application/octet-stream")
+
+
+class DeclaredSizeLimitMiddleware:
+    """Answers 413 in the error shape, before reading anything, when Content-Length is over the limit.
+
+    Bodies without a length are counted by FastAPI's own `max_body_size`. Multipart and octet-stream
+    bodies (uploads) are left to their routes, which set a larger `max_body_size` of their own.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            content_type = _header(scope, b"content-type") or b""
+            declared = _header(scope, b"content-length")
+            if (
+                not content_type.startswith(STREAMED_CONTENT_TYPES)
+                and declared is not None
+                and declared.isdigit()
+                and int(declared) > self.max_bytes
+            ):
+                message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes} bytes"
+                body = _error_body(413, message, "payload_too_large", "invalid_request_error")
+                await _send_error(send, 413, body, [])
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,16 @@
+"""The services the ingress puts on `app.state` at start, for routes to reach through `deps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.services.auth import AuthService
+from studio.services.clients import ClientService
+from studio.services.health import HealthService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    clients: ClientService
+    auth: AuthService
+    health: HealthService

@@ -1,0 +1,49 @@
+"""The ingress: a Serve deployment whose FastAPI app is built inside each replica at start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from ray import serve
+
+from studio.api.app import create_api
+from studio.api.services import Services
+from studio.app.container import open_services
+from studio.app.embedded import embedded_mongo_url
+from studio.config import Settings
+from studio.logs import configure_logging
+
+
+@serve.ingress()
+class StudioIngress:
+    """One replica of the HTTP API. Settings arrive as constructor arguments, never from the environment."""
+
+    def __init__(self, settings: Settings, admin_key_hash: str) -> None:
+        self._settings = settings
+        self._admin_key_hash = admin_key_hash
+        configure_logging(log_dir=settings.log_dir, level=settings.api.log_level)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        api = self._settings.api
+        return create_api(
+            self._open_services,
+            cors_origins=api.cors_origins,
+            cors_allow_credentials=api.cors_allow_credentials,
+            max_body_bytes=api.max_json_body_bytes,
+            echo_request_id=False,
+        )
+
+    @asynccontextmanager
+    async def _open_services(self) -> AsyncIterator[Services]:
+        settings = self._settings
+        if settings.store.mongo_url is not None:
+            mongo_url = settings.store.mongo_url.get_secret_value()
+        else:
+            mongo_url = await embedded_mongo_url(settings)
+        async with open_services(settings, mongo_url=mongo_url, admin_key_hash=self._admin_key_hash) as services:
+            yield services
+
+
+StudioIngressDeployment = serve.deployment(name="StudioIngress")(StudioIngress)

@@ -1,0 +1,159 @@
+"""Settings: read once by `studio.app`, passed down; nothing below `app/` reads the environment.
+
+Every field can be set by an environment variable with the `STUDIO_` prefix; nested sections use a
+double underscore (`STUDIO_STORE__MONGO_URL`). A `.env` file in the working directory is read too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "STUDIO_"
+NESTED_DELIMITER = "__"
+
+
+class StoreSettings(BaseModel):
+    """MongoDB. No URL: an embedded MongoDB-compatible server runs inside the cluster."""
+
+    mongo_url: SecretStr | None = None
+    database: str = Field(default="mini_studio", min_length=1, max_length=63)
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = Field(default=27117, ge=0, le=65535)
+    embedded_cache_size: str = "256M"
+    server_selection_timeout_s: float = Field(default=3.0, gt=0, le=120)
+    operation_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    embedded_start_timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+
+class RedisSettings(BaseModel):
+    """Redis caches per-client configuration. No URL: no cache, reads go to MongoDB."""
+
+    url: SecretStr | None = None
+    config_ttl_s: int = Field(default=60, ge=1, le=86_400)
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
+    # After a failure the cache is skipped for this long, so a Redis outage costs one timeout, not one
+    # per request.
+    retry_after_s: float = Field(default=5.0, ge=0, le=300)
+
+
+class S3Settings(BaseModel):
+    """S3-compatible object storage mirror. No bucket: files stay on the local path only."""
+
+    bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    create_bucket: bool = True
+
+
+class RaySettings(BaseModel):
+    """The Ray cluster Mini Studio runs in."""
+
+    namespace: str = "mini-studio"
+    actor_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+
+class ServingSettings(BaseModel):
+    """The ingress Serve deployment."""
+
+    app_name: str = "mini-studio"
+    ingress_replicas: int = Field(default=1, ge=1, le=64)
+    # 2-core laptops: the ingress must not hold a whole CPU that training and model replicas need.
+    ingress_num_cpus: float = Field(default=0.25, gt=0, le=64)
+    ingress_max_ongoing_requests: int = Field(default=256, ge=1, le=100_000)
+
+
+class ApiSettings(BaseModel):
+    """HTTP behaviour of the ingress."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    max_json_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> ApiSettings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("a '*' origin cannot be combined with cors_allow_credentials=true")
+        return self
+
+
+class DefaultLimits(BaseModel):
+    """Limits given to a new client when the admin names none."""
+
+    max_concurrent_jobs: int = Field(default=2, ge=0)
+    max_deployments: int = Field(default=2, ge=0)
+    requests_per_minute: int = Field(default=600, ge=1)
+    allowed_base_models: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class Settings(BaseSettings):
+    """All of Mini Studio's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".mini-studio")
+    admin_key: SecretStr | None = None
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message names the environment variable."""
+
+
+def env_name(location: tuple[str | int, ...]) -> str:
+    """Return the environment variable that sets the field at `location` (`STUDIO_STORE__MONGO_URL`)."""
+    parts = [str(part) for part in location if isinstance(part, str)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(parts).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and `.env`), with `overrides` taking precedence.
+
+    Raises:
+        SettingsError: naming each variable at fault and why.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise SettingsError("invalid Mini Studio settings:\n  " + "\n  ".join(lines)) from None
+    settings.data_dir = settings.data_dir.expanduser().resolve()
+    return settings

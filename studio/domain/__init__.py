@@ -1,0 +1,1 @@
+"""Pure rules of Mini Studio: no I/O, no SDK imports."""

@@ -1,0 +1,67 @@
+"""Domain errors. Services raise these; `studio.api.errors` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base of every error Mini Studio reports to a caller.
+
+    `code` is a stable machine-readable string; `param` names the field at fault, when one is.
+    """
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(StudioError):
+    code = "invalid_input"
+
+
+class Unauthenticated(StudioError):
+    code = "invalid_api_key"
+
+
+class Forbidden(StudioError):
+    code = "forbidden"
+
+
+class NotFound(StudioError):
+    code = "not_found"
+
+
+class Conflict(StudioError):
+    code = "conflict"
+
+
+class PayloadTooLarge(StudioError):
+    code = "payload_too_large"
+
+
+class QuotaExceeded(StudioError):
+    """A per-client limit (requests per minute, concurrent jobs, deployments) is reached."""
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, retry_after_s: int = 1
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(StudioError):
+    """An infrastructure dependency failed; the same request may succeed later."""
+
+    code = "service_unavailable"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, retry_after_s: int = 5
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = retry_after_s

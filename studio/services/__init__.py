@@ -1,0 +1,1 @@
+"""Use cases, written only against `studio.ports` and `studio.domain`."""

@@ -1,0 +1,103 @@
+"""MongoDB through PyMongo's async API. The same code talks to a real MongoDB and to the embedded server."""
+
+from __future__ import annotations
+
+import logging
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.write_concern import WriteConcern
+
+from studio.config import StoreSettings
+from studio.errors import StudioError
+from studio.logs import DB_LOGGER
+from studio.stores.errors import mongo_errors
+from studio.stores.mongo_clients import MongoClientRepository
+
+db_log = logging.getLogger(DB_LOGGER)
+
+Document = dict[str, object]
+
+# Indexes created at start; `_id` is each document's own id. Every tenant-owned collection is
+# indexed by client first, since every query filters by it.
+INDEXES: dict[str, list[IndexModel]] = {
+    "client_config": [IndexModel([("created_at", ASCENDING)])],
+    "api_keys": [
+        IndexModel([("key_hash", ASCENDING)], unique=True),
+        IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+    ],
+    "fine_tuning_datasets": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
+    "fine_tuning_jobs": [
+        IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("status", ASCENDING)]),
+    ],
+    "model_routing": [IndexModel([("client_id", ASCENDING), ("model", ASCENDING)], unique=True)],
+}
+
+
+class CommandTimer(monitoring.CommandListener):
+    """Logs every database command with its duration at DEBUG level."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if db_log.isEnabledFor(logging.DEBUG):
+            db_log.debug(
+                "db %s", event.command_name,
+                extra={"db_command": event.command_name, "db": event.database_name,
+                       "duration_ms": round(event.duration_micros / 1000, 3), "ok": True},
+            )
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        db_log.debug(
+            "db %s failed", event.command_name,
+            extra={"db_command": event.command_name, "db": event.database_name,
+                   "duration_ms": round(event.duration_micros / 1000, 3), "ok": False},
+        )
+
+
+class MongoStore:
+    """The `DocumentStore` backed by MongoDB. Writes of lasting state use a journaled write concern."""
+
+    def __init__(self, client: AsyncMongoClient[Document], database: AsyncDatabase[Document]) -> None:
+        self._client = client
+        self._db = database
+        self._clients = MongoClientRepository(database)
+
+    @classmethod
+    async def connect(cls, url: str, settings: StoreSettings) -> MongoStore:
+        """Connect, check the server answers, create indexes; return the store.
+
+        Raises:
+            Unavailable: the server did not answer within the server-selection timeout.
+        """
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=int(settings.server_selection_timeout_s * 1000),
+            connectTimeoutMS=int(settings.server_selection_timeout_s * 1000),
+            timeoutMS=int(settings.operation_timeout_s * 1000),
+            event_listeners=[CommandTimer()],
+            appname="mini-studio",
+        )
+        database = client.get_database(settings.database, write_concern=WriteConcern(w=1, j=True))
+        store = cls(client, database)
+        try:
+            with mongo_errors():
+                await database.command("ping")
+                for name, indexes in INDEXES.items():
+                    await database[name].create_indexes(indexes)
+        except StudioError:
+            await client.close()
+            raise
+        return store
+
+    @property
+    def clients(self) -> MongoClientRepository:
+        return self._clients
+
+    async def ping(self) -> None:
+        with mongo_errors():
+            await self._db.command("ping")
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,72 @@
+"""`Cache` on Redis, with a short circuit breaker so an outage costs one timeout, not one per request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from studio.config import RedisSettings
+from studio.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class RedisCache:
+    def __init__(self, client: aioredis.Redis, *, retry_after_s: float) -> None:
+        self._redis = client
+        self._retry_after_s = retry_after_s
+        self._down_until = 0.0
+
+    @classmethod
+    def from_settings(cls, url: str, settings: RedisSettings) -> RedisCache:
+        """Return a cache for `url`; connections open lazily, so a Redis down at start is not fatal."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=settings.timeout_s,
+            socket_connect_timeout=settings.timeout_s,
+            health_check_interval=30,
+        )
+        return cls(client, retry_after_s=settings.retry_after_s)
+
+    async def _call(self, operation: Awaitable[T], *, probe: bool = False) -> T:
+        if not probe and time.monotonic() < self._down_until:
+            if hasattr(operation, "close"):
+                operation.close()
+            raise Unavailable("cache unavailable (recent failure)")
+        try:
+            result = await operation
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self._retry_after_s
+            raise Unavailable(f"cache unavailable: {type(exc).__name__}: {exc}") from exc
+        self._down_until = 0.0
+        return result
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call(self._redis.get(key))
+        return None if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, *, ttl_s: int) -> None:
+        await self._call(self._redis.set(key, value, ex=ttl_s))
+
+    async def delete(self, *keys: str) -> None:
+        await self._call(self._redis.delete(*keys))
+
+    async def incr_window(self, key: str, *, ttl_s: int) -> int:
+        async def bump() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, ttl_s, nx=True)
+                count, _ = await pipe.execute()
+            return int(count)
+
+        return await self._call(bump())
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping(), probe=True)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
