@@ -68,6 +68,8 @@ class ServingSettings(BaseModel):
     # 2-core laptops: the ingress must not hold a whole CPU that training and model replicas need.
     ingress_num_cpus: float = Field(default=0.25, gt=0, le=64)
     ingress_max_ongoing_requests: int = Field(default=256, ge=1, le=100_000)
+    # Mini Studio writes its own JSON access line per request; Serve's own line would double the cost.
+    serve_access_log: bool = False
 
 
 class ApiSettings(BaseModel):

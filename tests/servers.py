@@ -59,7 +59,11 @@ class Server:
     def start(self) -> Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         wait_for(lambda: port_open(self.port), timeout_s=self.ready_timeout_s, what=self.name)
         return self
@@ -87,8 +91,19 @@ def mongo_server(root: Path) -> Server:
     data.mkdir(parents=True, exist_ok=True)
     return Server(
         name="secantusdb",
-        argv=[str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data),
-              "--cache-size", "128M", "--log-level", "WARNING"],
+        argv=[
+            str(BIN / "secantusd-py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(data),
+            "--cache-size",
+            "128M",
+            "--log-level",
+            "WARNING",
+        ],
         port=port,
         log_path=root / "mongodb.log",
     )
@@ -105,8 +120,19 @@ def redis_server(root: Path) -> Server:
     port = free_port()
     return Server(
         name="redis-server",
-        argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-              "--dir", str(root)],
+        argv=[
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+        ],
         port=port,
         log_path=root / "redis.log",
     )
@@ -123,10 +149,20 @@ def s3_server(root: Path, *, bucket: str) -> Server:
     ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "metrics")}
     return Server(
         name="seaweedfs",
-        argv=[str(BIN / "weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-              f"-s3.port={ports['s3']}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-              f"-filer.port={ports['filer']}", f"-metricsPort={ports['metrics']}", "-webdav=false",
-              "-admin.ui=false"],
+        argv=[
+            str(BIN / "weed"),
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={ports['s3']}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            f"-metricsPort={ports['metrics']}",
+            "-webdav=false",
+            "-admin.ui=false",
+        ],
         port=ports["s3"],
         log_path=root / "seaweedfs.log",
         env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "S3_BUCKET": bucket},

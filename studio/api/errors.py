@@ -74,7 +74,7 @@ def error_response(
 def status_of(exc: StudioError) -> tuple[int, str]:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 500, "server_error"
 
 
@@ -111,7 +111,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -60,7 +60,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, REQUEST_ID_HEADER.encode())
-        request_id = given.decode("latin-1") if given and _VALID_REQUEST_ID.match(given.decode("latin-1")) else ""
+        request_id = (
+            given.decode("latin-1") if given and _VALID_REQUEST_ID.match(given.decode("latin-1")) else ""
+        )
         request_id = request_id or uuid.uuid4().hex
         request_token = request_id_var.set(request_id)
         client_token = client_id_var.set(None)
@@ -85,8 +87,12 @@ class RequestContextMiddleware:
             if response_started:
                 raise
             status = 500
-            body = _error_body(500, f"internal error (request id {request_id})", "internal_error", "server_error")
-            await _send_error(send, 500, body, [(b"x-request-id", request_id.encode())] if self.echo_header else [])
+            body = _error_body(
+                500, f"internal error (request id {request_id})", "internal_error", "server_error"
+            )
+            await _send_error(
+                send, 500, body, [(b"x-request-id", request_id.encode())] if self.echo_header else []
+            )
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             client_id = state.get("client_id")

@@ -37,5 +37,6 @@ def build_app_from_settings(settings: Settings) -> Application:
         num_replicas=serving.ingress_replicas,
         max_ongoing_requests=serving.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": serving.ingress_num_cpus},
+        logging_config={"enable_access_log": serving.serve_access_log},
     )
     return deployment.bind(settings, admin.key_hash)

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, *, mongo_url: str, admin_key_hash: str) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, *, mongo_url: str, admin_key_hash: str
+) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
     Raises:
@@ -54,6 +56,10 @@ async def open_services(settings: Settings, *, mongo_url: str, admin_key_hash: s
         auth = AuthService(clients=clients, rate_limiter=RateLimiter(cache), admin_key_hash=admin_key_hash)
         log.info(
             "services ready",
-            extra={"redis": cache is not None, "s3": objects is not None, "database": settings.store.database},
+            extra={
+                "redis": cache is not None,
+                "s3": objects is not None,
+                "database": settings.store.database,
+            },
         )
         yield Services(clients=clients, auth=auth, health=health)

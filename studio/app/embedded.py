@@ -7,6 +7,7 @@ all share one database whose files live under the data directory and survive res
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import ray
 
@@ -24,9 +25,12 @@ class EmbeddedMongoActor:
     def __init__(self, *, storage_path: str, host: str, port: int, cache_size: str) -> None:
         from pathlib import Path
 
-        self._server = EmbeddedMongoServer(storage_path=Path(storage_path), host=host, port=port, cache_size=cache_size)
+        self._server = EmbeddedMongoServer(
+            storage_path=Path(storage_path), host=host, port=port, cache_size=cache_size
+        )
         self._port = self._server.start()
-        self._host = ray.util.get_node_ip_address() if host in WILDCARD_HOSTS else host
+        node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self._host = node_ip if host in WILDCARD_HOSTS else host
 
     def uri(self) -> str:
         return embedded_uri(self._host, self._port)
@@ -51,7 +55,7 @@ async def embedded_mongo_url(settings: Settings) -> str:
         # Its files are on the head node's disk: keep it there.
         resources={"node:__internal_head__": 0.001},
     )
-    actor = actor_class.remote(
+    actor: Any = actor_class.remote(
         storage_path=str(settings.data_dir / "mongodb"),
         host=settings.store.embedded_host,
         port=settings.store.embedded_port,

@@ -42,7 +42,9 @@ class StudioIngress:
             mongo_url = settings.store.mongo_url.get_secret_value()
         else:
             mongo_url = await embedded_mongo_url(settings)
-        async with open_services(settings, mongo_url=mongo_url, admin_key_hash=self._admin_key_hash) as services:
+        async with open_services(
+            settings, mongo_url=mongo_url, admin_key_hash=self._admin_key_hash
+        ) as services:
             yield services
 
 

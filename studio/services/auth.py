@@ -101,6 +101,8 @@ class AuthService:
         """
         token = bearer_token(authorization)
         if token is None:
-            raise Unauthenticated("missing admin key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+            raise Unauthenticated(
+                "missing admin key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+            )
         if not same_hash(hash_key(token), self._admin_key_hash):
             raise Unauthenticated("incorrect admin key")

@@ -29,7 +29,9 @@ def key_cache_key(key_hash: str) -> str:
 class ClientService:
     """Creates, lists and disables clients and keys; serves client configuration from the cache."""
 
-    def __init__(self, *, repository: ClientRepository, cache: ReadThroughCache, default_limits: ClientLimits):
+    def __init__(
+        self, *, repository: ClientRepository, cache: ReadThroughCache, default_limits: ClientLimits
+    ):
         self._repo = repository
         self._cache = cache
         self._default_limits = default_limits
@@ -113,7 +115,9 @@ class ClientService:
         """
         key = await self._repo.set_key_disabled(client_id=client_id, key_id=key_id, disabled=disabled)
         if key is None:
-            raise NotFound(f"client {client_id!r} has no key {key_id!r}", param="key_id", code="key_not_found")
+            raise NotFound(
+                f"client {client_id!r} has no key {key_id!r}", param="key_id", code="key_not_found"
+            )
         await self._cache.invalidate(key_cache_key(key.key_hash))
         return key
 

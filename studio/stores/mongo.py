@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
@@ -43,16 +44,26 @@ class CommandTimer(monitoring.CommandListener):
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         if db_log.isEnabledFor(logging.DEBUG):
             db_log.debug(
-                "db %s", event.command_name,
-                extra={"db_command": event.command_name, "db": event.database_name,
-                       "duration_ms": round(event.duration_micros / 1000, 3), "ok": True},
+                "db %s",
+                event.command_name,
+                extra={
+                    "db_command": event.command_name,
+                    "db": event.database_name,
+                    "duration_ms": round(event.duration_micros / 1000, 3),
+                    "ok": True,
+                },
             )
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         db_log.debug(
-            "db %s failed", event.command_name,
-            extra={"db_command": event.command_name, "db": event.database_name,
-                   "duration_ms": round(event.duration_micros / 1000, 3), "ok": False},
+            "db %s failed",
+            event.command_name,
+            extra={
+                "db_command": event.command_name,
+                "db": event.database_name,
+                "duration_ms": round(event.duration_micros / 1000, 3),
+                "ok": False,
+            },
         )
 
 

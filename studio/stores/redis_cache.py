@@ -47,7 +47,9 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call(self._redis.get(key))
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
 
     async def set(self, key: str, value: bytes, *, ttl_s: int) -> None:
         await self._call(self._redis.set(key, value, ex=ttl_s))
@@ -66,7 +68,7 @@ class RedisCache:
         return await self._call(bump())
 
     async def ping(self) -> None:
-        await self._call(self._redis.ping(), probe=True)  # type: ignore[arg-type]
+        await self._call(self._redis.ping(), probe=True)
 
     async def close(self) -> None:
         await self._redis.aclose()

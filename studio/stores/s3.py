@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,7 +30,9 @@ class S3ObjectStore:
         self._s3 = client
         self._bucket = bucket
         self._timeout_s = timeout_s
-        self._transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
+        self._transfer = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK
+        )
 
     @classmethod
     async def connect(cls, settings: S3Settings) -> S3ObjectStore:
@@ -55,10 +60,8 @@ class S3ObjectStore:
         )
         store = cls(client, bucket=settings.bucket, timeout_s=settings.timeout_s)
         if settings.create_bucket:
-            try:
+            with contextlib.suppress(Unavailable):
                 await store._ensure_bucket()
-            except Unavailable:
-                pass
         return store
 
     @property
@@ -76,7 +79,7 @@ class S3ObjectStore:
             if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
                 raise
             raise Unavailable(f"object store error: {exc}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:
             raise Unavailable(f"object store unavailable: {exc}") from exc
 
     async def _ensure_bucket(self) -> None:
@@ -87,12 +90,17 @@ class S3ObjectStore:
 
     async def put_file(self, *, key: str, path: Path) -> str:
         # Big files take longer than one request's timeout: allow one minute per 64 MiB on top.
-        budget = self._timeout_s * 3 + 60 * (path.stat().st_size // MULTIPART_THRESHOLD + 1)
-        await self._run(self._s3.upload_file, str(path), self._bucket, key, Config=self._transfer, budget_s=budget)
+        size = await asyncio.to_thread(os.path.getsize, path)
+        budget = self._timeout_s * 3 + 60 * (size // MULTIPART_THRESHOLD + 1)
+        await self._run(
+            self._s3.upload_file, str(path), self._bucket, key, Config=self._transfer, budget_s=budget
+        )
         return f"s3://{self._bucket}/{key}"
 
     async def get_file(self, *, key: str, path: Path) -> None:
-        await self._run(self._s3.download_file, self._bucket, key, str(path), Config=self._transfer, budget_s=3600)
+        await self._run(
+            self._s3.download_file, self._bucket, key, str(path), Config=self._transfer, budget_s=3600
+        )
 
     async def exists(self, key: str) -> bool:
         try:

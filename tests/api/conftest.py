@@ -47,7 +47,9 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def new_client(api: httpx.AsyncClient, name: str = "acme", **limits: object) -> tuple[str, dict[str, str]]:
+async def new_client(
+    api: httpx.AsyncClient, name: str = "acme", **limits: object
+) -> tuple[str, dict[str, str]]:
     """Create a client (with optional limits) and a key; return its id and auth headers."""
     body: dict[str, object] = {"name": name}
     if limits:

@@ -38,7 +38,9 @@ async def test_key_secret_is_shown_once_and_stored_hashed(api: httpx.AsyncClient
 
 async def test_missing_wrong_and_malformed_keys_get_401(api: httpx.AsyncClient) -> None:
     assert_error(await api.get("/v1/me"), 401, "missing_api_key")
-    assert_error(await api.get("/v1/me", headers={"Authorization": "Bearer sk-ms-wrong"}), 401, "invalid_api_key")
+    assert_error(
+        await api.get("/v1/me", headers={"Authorization": "Bearer sk-ms-wrong"}), 401, "invalid_api_key"
+    )
     assert_error(await api.get("/v1/me", headers={"Authorization": "Basic abc"}), 401, "missing_api_key")
 
 
@@ -64,7 +66,9 @@ async def test_disabled_key_gets_401_other_keys_still_work(api: httpx.AsyncClien
     assert (await api.get("/v1/me", headers=headers)).status_code == 200
     keys = (await api.get(f"/admin/clients/{client_id}/keys", headers=ADMIN)).json()["data"]
     first_id = next(key["id"] for key in keys if key["name"] == "default")
-    assert (await api.post(f"/admin/clients/{client_id}/keys/{first_id}/disable", headers=ADMIN)).status_code == 200
+    assert (
+        await api.post(f"/admin/clients/{client_id}/keys/{first_id}/disable", headers=ADMIN)
+    ).status_code == 200
     assert_error(await api.get("/v1/me", headers=headers), 401, "invalid_api_key")
     ok = await api.get("/v1/me", headers={"Authorization": f"Bearer {second['secret']}"})
     assert ok.status_code == 200

@@ -21,7 +21,9 @@ async def test_readyz_reports_each_dependency(settings: Settings) -> None:
     body = ready.json()
     assert body["status"] == "ok"
     assert {name: check["status"] for name, check in body["checks"].items()} == {
-        "mongodb": "ok", "redis": "ok", "s3": "ok"
+        "mongodb": "ok",
+        "redis": "ok",
+        "s3": "ok",
     }
     assert all(check["latency_ms"] >= 0 for check in body["checks"].values())
 

@@ -27,10 +27,14 @@ async def test_malformed_json_is_400_and_stores_nothing(api: httpx.AsyncClient) 
 
 
 async def test_unknown_field_is_422_naming_it(api: httpx.AsyncClient) -> None:
-    error = assert_error(await api.post("/admin/clients", json={"name": "x", "colour": "red"}, headers=ADMIN), 422)
+    error = assert_error(
+        await api.post("/admin/clients", json={"name": "x", "colour": "red"}, headers=ADMIN), 422
+    )
     assert error["param"] == "colour"
     error = assert_error(
-        await api.post("/admin/clients", json={"name": "x", "limits": {"requests_per_minute": 0}}, headers=ADMIN),
+        await api.post(
+            "/admin/clients", json={"name": "x", "limits": {"requests_per_minute": 0}}, headers=ADMIN
+        ),
         422,
     )
     assert error["param"] == "limits.requests_per_minute"
@@ -39,7 +43,9 @@ async def test_unknown_field_is_422_naming_it(api: httpx.AsyncClient) -> None:
 async def test_oversized_body_is_413_declared_or_streamed(api: httpx.AsyncClient, settings: Settings) -> None:
     big = json.dumps({"name": "x" * (settings.api.max_json_body_bytes + 10)}).encode()
     before = await client_count(api)
-    declared = await api.post("/admin/clients", content=big, headers={**ADMIN, "content-type": "application/json"})
+    declared = await api.post(
+        "/admin/clients", content=big, headers={**ADMIN, "content-type": "application/json"}
+    )
     assert_error(declared, 413, "payload_too_large")
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -76,7 +82,15 @@ async def test_access_log_line_is_json_with_request_and_client(
     configure_logging(log_dir=settings.log_dir, level="INFO")
     client_id, headers = await new_client(api)
     await api.get("/v1/me", headers={**headers, "X-Request-ID": "log-check-1"})
-    lines = [json.loads(line) for path in settings.log_dir.glob("studio-*.jsonl") for line in path.read_text().splitlines()]
-    (entry,) = [line for line in lines if line.get("request_id") == "log-check-1" and line["logger"] == "studio.access"]
+    lines = [
+        json.loads(line)
+        for path in settings.log_dir.glob("studio-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    (entry,) = [
+        line
+        for line in lines
+        if line.get("request_id") == "log-check-1" and line["logger"] == "studio.access"
+    ]
     assert entry["method"] == "GET" and entry["path"] == "/v1/me" and entry["status"] == 200
     assert entry["client_id"] == client_id and entry["duration_ms"] >= 0
