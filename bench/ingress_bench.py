@@ -50,7 +50,9 @@ class Result:
         )
 
 
-async def drive(url: str, headers: dict[str, str], *, concurrency: int, seconds: float, target: str) -> Result:
+async def drive(
+    url: str, headers: dict[str, str], *, concurrency: int, seconds: float, target: str
+) -> Result:
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -77,7 +79,9 @@ async def drive(url: str, headers: dict[str, str], *, concurrency: int, seconds:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
@@ -98,21 +102,43 @@ def main() -> None:
         redis={"url": args.redis_url},
         api={"log_level": "WARNING"},
     )
-    ray.init(address="local", num_cpus=2, _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
-             include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     serve_port, plain_port = free_port(), free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
     serve.run(build_app_from_settings(settings), name="mini-studio", route_prefix="/")
     mongo_url = asyncio.run(embedded_mongo_url(settings))
 
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_ADMIN_KEY": ADMIN_KEY,
-           "STUDIO_STORE__DATABASE": settings.store.database, "STUDIO_API__LOG_LEVEL": "WARNING",
-           "BENCH_MONGO_URL": mongo_url}
+    env = {
+        **os.environ,
+        "STUDIO_DATA_DIR": str(data_dir),
+        "STUDIO_ADMIN_KEY": ADMIN_KEY,
+        "STUDIO_STORE__DATABASE": settings.store.database,
+        "STUDIO_API__LOG_LEVEL": "WARNING",
+        "BENCH_MONGO_URL": mongo_url,
+    }
     if args.redis_url:
         env["STUDIO_REDIS__URL"] = args.redis_url
     plain = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "bench.plain_app:create", "--host", "127.0.0.1",
-         "--port", str(plain_port), "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.plain_app:create",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(plain_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         env=env,
     )
     try:
@@ -120,16 +146,24 @@ def main() -> None:
         serve_url, plain_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{plain_port}"
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         with httpx.Client(base_url=serve_url, timeout=30) as http:
-            client = http.post("/admin/clients", headers=admin,
-                               json={"name": "bench", "limits": {"requests_per_minute": 10_000_000}}).json()
+            client = http.post(
+                "/admin/clients",
+                headers=admin,
+                json={"name": "bench", "limits": {"requests_per_minute": 10_000_000}},
+            ).json()
             secret = http.post(f"/admin/clients/{client['id']}/keys", headers=admin).json()["secret"]
         headers = {"Authorization": f"Bearer {secret}"}
-        print(f"GET /v1/me, {args.seconds:g} s per row, redis={'yes' if args.redis_url else 'no'}, "
-              f"embedded MongoDB, {os.cpu_count()} cores shared with the load generator")
+        print(
+            f"GET /v1/me, {args.seconds:g} s per row, redis={'yes' if args.redis_url else 'no'}, "
+            f"embedded MongoDB, {os.cpu_count()} cores shared with the load generator"
+        )
         for concurrency in (1, 32):
             for target, base in (("serve", serve_url), ("uvicorn", plain_url)):
-                result = asyncio.run(drive(f"{base}/v1/me", headers, concurrency=concurrency,
-                                           seconds=args.seconds, target=target))
+                result = asyncio.run(
+                    drive(
+                        f"{base}/v1/me", headers, concurrency=concurrency, seconds=args.seconds, target=target
+                    )
+                )
                 print(result.row(), flush=True)
     finally:
         plain.terminate()
