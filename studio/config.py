@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "STUDIO_"
@@ -94,6 +102,22 @@ class ApiSettings(BaseModel):
         return self
 
 
+class DatasetSettings(BaseModel):
+    """Uploads, validation and the S3 mirror of datasets."""
+
+    max_upload_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    max_part_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # Files up to this size are validated before the upload answers; bigger ones in the background.
+    sync_validation_bytes: int = Field(default=32 * 1024**2, ge=0)
+    max_errors: int = Field(default=100, ge=1, le=10_000)
+    max_line_bytes: int = Field(default=16 * 1024**2, ge=1024)
+    context_length: int = Field(default=4096, ge=16)
+    upload_expiry_s: int = Field(default=3600, ge=60)
+    worker_interval_s: float = Field(default=10.0, gt=0)
+    lease_s: float = Field(default=300.0, gt=0)
+    mirror_backoff_max_s: float = Field(default=600.0, gt=0)
+
+
 class DefaultLimits(BaseModel):
     """Limits given to a new client when the admin names none."""
 
@@ -123,6 +147,11 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
+    datasets: DatasetSettings = Field(default_factory=DatasetSettings)
+    # The original design's DFS_BASE_PATH is honoured as well as STUDIO_DFS_BASE_PATH.
+    dfs_base_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("dfs_base_path", "STUDIO_DFS_BASE_PATH", "DFS_BASE_PATH")
+    )
 
     @field_validator("admin_key")
     @classmethod
@@ -134,6 +163,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.dfs_base_path or self.data_dir / "datasets"
 
 
 class SettingsError(ValueError):
@@ -158,4 +191,6 @@ def load_settings(**overrides: Any) -> Settings:
         lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise SettingsError("invalid Mini Studio settings:\n  " + "\n  ".join(lines)) from None
     settings.data_dir = settings.data_dir.expanduser().resolve()
+    if settings.dfs_base_path is not None:
+        settings.dfs_base_path = settings.dfs_base_path.expanduser().resolve()
     return settings

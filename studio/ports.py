@@ -5,10 +5,14 @@ Every method either completes within its adapter's timeout or raises `studio.err
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from studio.domain.datasets import ValidationLimits, ValidationReport
 from studio.schemas.clients import ApiKey, Client
+from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
 
 
 class ClientRepository(Protocol):
@@ -35,11 +39,126 @@ class ClientRepository(Protocol):
         ...
 
 
+class DatasetRepository(Protocol):
+    """Datasets (`fine_tuning_datasets`). Every read and write is scoped to one client."""
+
+    async def insert(self, dataset: Dataset) -> None:
+        """Raises Conflict when the client already has a dataset with the same sha256."""
+        ...
+
+    async def get(self, *, client_id: str, dataset_id: str) -> Dataset | None: ...
+
+    async def find_by_sha256(self, *, client_id: str, sha256: str) -> Dataset | None: ...
+
+    async def list(
+        self, *, client_id: str, after: str | None, limit: int, order: ListOrder
+    ) -> list[Dataset]: ...
+
+    async def change_status(
+        self,
+        *,
+        dataset: Dataset,
+        expected: DatasetStatus,
+        lease_until: float | None,
+        report: ValidationReport | None = None,
+        validated_at: int | None = None,
+    ) -> Dataset | None:
+        """Write `dataset.status` (and the report) if the stored status is still `expected`.
+
+        Returns the stored dataset, or None when another writer changed it first.
+        """
+        ...
+
+    async def claim_stale_validation(self, *, now: float, lease_until: float) -> Dataset | None:
+        """Take one dataset whose validation is unowned (uploaded or lease expired); None if none."""
+        ...
+
+    async def claim_pending_mirror(self, *, now: float, lease_until: float) -> Dataset | None:
+        """Take one dataset whose S3 copy is due; None if none."""
+        ...
+
+    async def set_mirror(self, *, client_id: str, dataset_id: str, mirror: S3Mirror) -> None: ...
+
+    async def delete(self, *, client_id: str, dataset_id: str) -> bool: ...
+
+    async def used_by_active_job(self, *, client_id: str, dataset_id: str) -> str | None:
+        """Return the id of a queued or running job that uses the dataset, or None."""
+        ...
+
+
+class UploadRepository(Protocol):
+    """Multi-part uploads in progress (`uploads`)."""
+
+    async def insert(self, upload: Upload) -> None: ...
+
+    async def get(self, *, client_id: str, upload_id: str) -> Upload | None: ...
+
+    async def add_part(self, *, client_id: str, upload_id: str, part: UploadPart) -> Upload | None:
+        """Append a part to a pending upload; None when it is no longer pending."""
+        ...
+
+    async def finish(
+        self, *, client_id: str, upload_id: str, status: str, file_id: str | None
+    ) -> Upload | None:
+        """Move a pending upload to `status`; None when it was not pending."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A file written by the file store, with the digests computed while it streamed."""
+
+    relative_path: str
+    bytes: int
+    sha256: str
+    md5: str
+
+
+class FileStore(Protocol):
+    """The local (or shared, DFS) directory holding datasets, by paths relative to its root."""
+
+    async def write(self, relative_path: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> WrittenFile:
+        """Stream `chunks` to a temporary file, then rename it to `relative_path`.
+
+        Raises:
+            PayloadTooLarge: more than `max_bytes` arrived (nothing is left behind).
+        """
+        ...
+
+    async def concat(self, parts: list[str], relative_path: str) -> WrittenFile:
+        """Concatenate stored files into a new one (temporary, then renamed)."""
+        ...
+
+    async def move(self, source: str, target: str) -> None: ...
+
+    def read(
+        self, relative_path: str, *, offset: int = 0, chunk_bytes: int = 1 << 20
+    ) -> AsyncIterator[bytes]: ...
+
+    async def remove(self, relative_path: str) -> None:
+        """Remove a file or a directory tree; missing is fine."""
+        ...
+
+    def absolute(self, relative_path: str) -> Path: ...
+
+
+class DatasetValidationRunner(Protocol):
+    """Runs the (CPU-bound) streaming validation of a stored file off the event loop."""
+
+    async def validate(self, relative_path: str, limits: ValidationLimits) -> ValidationReport: ...
+
+
 class DocumentStore(Protocol):
     """The database: repositories plus lifecycle."""
 
     @property
     def clients(self) -> ClientRepository: ...
+
+    @property
+    def datasets(self) -> DatasetRepository: ...
+
+    @property
+    def uploads(self) -> UploadRepository: ...
 
     async def ping(self) -> None: ...
 

@@ -73,6 +73,7 @@ def make_settings(
     mongo_url: str | None,
     redis_url: str | None = None,
     s3: S3Endpoint | None = None,
+    s3_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Settings for one test: its own data directory and its own database."""
@@ -88,6 +89,7 @@ def make_settings(
             "bucket": s3.bucket,
             "access_key_id": s3.access_key,
             "secret_access_key": s3.secret_key,
+            **(s3_options or {}),
         }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

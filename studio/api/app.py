@@ -11,7 +11,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
-from studio.api.routes import admin, health, me
+from studio.api.routes import admin, datasets, files, health, me, uploads
 from studio.api.services import Services
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
@@ -23,6 +23,7 @@ def create_api(
     cors_origins: list[str],
     cors_allow_credentials: bool,
     max_body_bytes: int,
+    max_upload_bytes: int,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
@@ -60,4 +61,8 @@ def create_api(
     # error handlers; at router level an oversized chunked body becomes a 413 in the error shape.
     for router in (health.router, admin.router, me.router):
         app.include_router(router, max_body_size=max_body_bytes)
+    # Upload routes stream their bodies to disk and enforce the file limits themselves; the router
+    # limit only stops what no limit allows (multipart framing adds a little to the file's size).
+    for router in (files.router, datasets.router, uploads.router):
+        app.include_router(router, max_body_size=max_upload_bytes + (1 << 20))
     return app

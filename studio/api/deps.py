@@ -12,7 +12,9 @@ from studio.errors import Unavailable
 from studio.logs import client_id_var
 from studio.schemas.clients import Principal
 from studio.services.clients import ClientService
+from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
+from studio.services.uploads import UploadService
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
@@ -36,8 +38,18 @@ def get_health(services: ServicesDep) -> HealthService:
     return services.health
 
 
+def get_datasets(services: ServicesDep) -> DatasetService:
+    return services.datasets
+
+
+def get_uploads(services: ServicesDep) -> UploadService:
+    return services.uploads
+
+
 ClientsDep = Annotated[ClientService, Depends(get_clients)]
 HealthDep = Annotated[HealthService, Depends(get_health)]
+DatasetsDep = Annotated[DatasetService, Depends(get_datasets)]
+UploadsDep = Annotated[UploadService, Depends(get_uploads)]
 
 
 def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:

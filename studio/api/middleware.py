@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studio.logs import ACCESS_LOGGER, client_id_var, request_id_var
@@ -82,6 +83,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # Nobody is left to answer; 499 (nginx's "client closed request") marks it in the log.
+            status = 499
         except Exception:
             error_log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if response_started:

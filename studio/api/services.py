@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from studio.services.auth import AuthService
 from studio.services.clients import ClientService
+from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
+from studio.services.uploads import UploadService
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +16,5 @@ class Services:
     clients: ClientService
     auth: AuthService
     health: HealthService
+    datasets: DatasetService
+    uploads: UploadService

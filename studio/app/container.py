@@ -12,7 +12,10 @@ from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.cache import ReadThroughCache
 from studio.services.clients import ClientService
+from studio.services.datasets import DatasetService
 from studio.services.health import HealthService, Probe
+from studio.services.uploads import UploadService
+from studio.stores.local_files import LocalFileStore, ThreadValidationRunner
 from studio.stores.mongo import MongoStore
 from studio.stores.redis_cache import RedisCache
 from studio.stores.s3 import S3ObjectStore
@@ -54,6 +57,19 @@ async def open_services(
             ]
         )
         auth = AuthService(clients=clients, rate_limiter=RateLimiter(cache), admin_key_hash=admin_key_hash)
+        files = LocalFileStore(settings.datasets_dir)
+        datasets = DatasetService(
+            repository=store.datasets,
+            files=files,
+            validator=ThreadValidationRunner(files),
+            objects=objects,
+            settings=settings.datasets,
+        )
+        stack.push_async_callback(datasets.close)
+        uploads = UploadService(
+            repository=store.uploads, files=files, datasets=datasets, settings=settings.datasets
+        )
+        datasets.start_worker()
         log.info(
             "services ready",
             extra={
@@ -62,4 +78,4 @@ async def open_services(
                 "database": settings.store.database,
             },
         )
-        yield Services(clients=clients, auth=auth, health=health)
+        yield Services(clients=clients, auth=auth, health=health, datasets=datasets, uploads=uploads)

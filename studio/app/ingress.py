@@ -32,6 +32,7 @@ class StudioIngress:
             cors_origins=api.cors_origins,
             cors_allow_credentials=api.cors_allow_credentials,
             max_body_bytes=api.max_json_body_bytes,
+            max_upload_bytes=self._settings.datasets.max_upload_bytes,
             echo_request_id=False,
         )
 

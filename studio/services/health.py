@@ -47,7 +47,8 @@ class HealthService:
             return DependencyCheck(status="disabled", detail="not configured")
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(probe.ping(), timeout=probe.timeout_s)
+            async with asyncio.timeout(probe.timeout_s):
+                await probe.ping()
         except TimeoutError:
             return DependencyCheck(status="down", detail=f"no answer within {probe.timeout_s:g} s")
         except Exception as exc:

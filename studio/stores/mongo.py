@@ -13,6 +13,7 @@ from studio.errors import StudioError
 from studio.logs import DB_LOGGER
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_clients import MongoClientRepository
+from studio.stores.mongo_datasets import MongoDatasetRepository, MongoUploadRepository
 
 db_log = logging.getLogger(DB_LOGGER)
 
@@ -26,7 +27,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("key_hash", ASCENDING)], unique=True),
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
     ],
-    "fine_tuning_datasets": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
+    "fine_tuning_datasets": [
+        IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+        # One dataset per content and client: a second upload of the same bytes returns the first.
+        IndexModel([("client_id", ASCENDING), ("sha256", ASCENDING)], unique=True),
+        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
+        IndexModel([("s3.state", ASCENDING), ("s3.next_attempt_at", ASCENDING)]),
+    ],
+    "uploads": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("status", ASCENDING)]),
@@ -74,6 +82,8 @@ class MongoStore:
         self._client = client
         self._db = database
         self._clients = MongoClientRepository(database)
+        self._datasets = MongoDatasetRepository(database)
+        self._uploads = MongoUploadRepository(database)
 
     @classmethod
     async def connect(cls, url: str, settings: StoreSettings) -> MongoStore:
@@ -105,6 +115,14 @@ class MongoStore:
     @property
     def clients(self) -> MongoClientRepository:
         return self._clients
+
+    @property
+    def datasets(self) -> MongoDatasetRepository:
+        return self._datasets
+
+    @property
+    def uploads(self) -> MongoUploadRepository:
+        return self._uploads
 
     async def ping(self) -> None:
         with mongo_errors():

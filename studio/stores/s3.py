@@ -70,9 +70,8 @@ class S3ObjectStore:
 
     async def _run(self, func: Any, *args: Any, budget_s: float | None = None, **kwargs: Any) -> Any:
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(func, *args, **kwargs), timeout=budget_s or self._timeout_s * 3
-            )
+            async with asyncio.timeout(budget_s or self._timeout_s * 3):
+                return await asyncio.to_thread(func, *args, **kwargs)
         except TimeoutError as exc:
             raise Unavailable("object store timed out") from exc
         except ClientError as exc:

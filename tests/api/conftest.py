@@ -29,6 +29,7 @@ async def running_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         max_body_bytes=settings.api.max_json_body_bytes,
+        max_upload_bytes=settings.datasets.max_upload_bytes,
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -1,0 +1,73 @@
+"""OpenAI's Files API (`/v1/files`) for fine-tuning datasets, plus a preview."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from studio.api.deps import DatasetsDep, PrincipalDep
+from studio.api.multipart import MultipartUpload
+from studio.schemas.common import Page
+from studio.schemas.datasets import DatasetPreview, FileDeleted, FilePublic, ListOrder
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+
+@router.post("/files")
+async def create_file(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> FilePublic:
+    """Multipart `file` + `purpose=fine-tune`. Small files come back validated; big ones `uploaded`."""
+    form = MultipartUpload(request, file_field="file")
+    staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
+    dataset = await datasets.ingest(staged, filename=form.filename, purpose=form.fields.get("purpose"))
+    return FilePublic.of(dataset)
+
+
+@router.get("/files")
+async def list_files(
+    principal: PrincipalDep,
+    datasets: DatasetsDep,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: ListOrder = "desc",
+    purpose: Annotated[str | None, Query(max_length=50)] = None,
+) -> Page[FilePublic]:
+    if purpose not in (None, "fine-tune"):
+        return Page(data=[])
+    rows, has_more = await datasets.list(client_id=principal.client.id, after=after, limit=limit, order=order)
+    return Page(data=[FilePublic.of(row) for row in rows], has_more=has_more)
+
+
+@router.get("/files/{file_id}")
+async def retrieve_file(file_id: str, principal: PrincipalDep, datasets: DatasetsDep) -> FilePublic:
+    return FilePublic.of(await datasets.get(client_id=principal.client.id, dataset_id=file_id))
+
+
+@router.get("/files/{file_id}/content")
+async def file_content(file_id: str, principal: PrincipalDep, datasets: DatasetsDep) -> StreamingResponse:
+    dataset, chunks = await datasets.content(client_id=principal.client.id, dataset_id=file_id)
+    return StreamingResponse(
+        chunks,
+        media_type="application/jsonl",
+        headers={
+            "Content-Length": str(dataset.bytes),
+            "Content-Disposition": f'attachment; filename="{dataset.filename}"',
+        },
+    )
+
+
+@router.get("/files/{file_id}/preview")
+async def preview_file(
+    file_id: str,
+    principal: PrincipalDep,
+    datasets: DatasetsDep,
+    rows: Annotated[int, Query(ge=1, le=100)] = 5,
+) -> DatasetPreview:
+    return await datasets.preview(client_id=principal.client.id, dataset_id=file_id, rows=rows)
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(file_id: str, principal: PrincipalDep, datasets: DatasetsDep) -> FileDeleted:
+    await datasets.delete(client_id=principal.client.id, dataset_id=file_id)
+    return FileDeleted(id=file_id)

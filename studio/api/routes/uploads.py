@@ -1,0 +1,41 @@
+"""OpenAI's Uploads API: `/v1/uploads`, `/parts`, `/complete`, `/cancel`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from studio.api.deps import PrincipalDep, UploadsDep
+from studio.api.multipart import MultipartUpload
+from studio.schemas.datasets import FilePublic, UploadComplete, UploadCreate, UploadPartPublic, UploadPublic
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+@router.post("")
+async def create_upload(body: UploadCreate, principal: PrincipalDep, uploads: UploadsDep) -> UploadPublic:
+    return UploadPublic.of(await uploads.create(client_id=principal.client.id, data=body))
+
+
+@router.post("/{upload_id}/parts")
+async def add_part(
+    upload_id: str, request: Request, principal: PrincipalDep, uploads: UploadsDep
+) -> UploadPartPublic:
+    """Multipart `data`: one part of at most the part limit (64 MiB by default)."""
+    form = MultipartUpload(request, file_field="data")
+    part = await uploads.add_part(
+        client_id=principal.client.id, upload_id=upload_id, chunks=form.file_chunks()
+    )
+    return UploadPartPublic.of(part)
+
+
+@router.post("/{upload_id}/complete")
+async def complete_upload(
+    upload_id: str, body: UploadComplete, principal: PrincipalDep, uploads: UploadsDep
+) -> UploadPublic:
+    upload, dataset = await uploads.complete(client_id=principal.client.id, upload_id=upload_id, data=body)
+    return UploadPublic.of(upload, FilePublic.of(dataset))
+
+
+@router.post("/{upload_id}/cancel")
+async def cancel_upload(upload_id: str, principal: PrincipalDep, uploads: UploadsDep) -> UploadPublic:
+    return UploadPublic.of(await uploads.cancel(client_id=principal.client.id, upload_id=upload_id))

@@ -1,0 +1,178 @@
+"""`DatasetRepository` and `UploadRepository` on MongoDB. Every query names the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from studio.domain.datasets import ValidationReport
+from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
+from studio.stores.errors import mongo_errors
+
+ACTIVE_JOB_STATUSES = ["validating_files", "queued", "running"]
+
+
+def _doc(model: Dataset | Upload) -> dict[str, Any]:
+    doc = model.model_dump(mode="json")
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _dataset(doc: dict[str, Any] | None) -> Dataset | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    return Dataset.model_validate(doc)
+
+
+def _upload(doc: dict[str, Any] | None) -> Upload | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    return Upload.model_validate(doc)
+
+
+class MongoDatasetRepository:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self._datasets = database["fine_tuning_datasets"]
+        self._jobs = database["fine_tuning_jobs"]
+
+    async def insert(self, dataset: Dataset) -> None:
+        with mongo_errors():
+            await self._datasets.insert_one(_doc(dataset))
+
+    async def get(self, *, client_id: str, dataset_id: str) -> Dataset | None:
+        with mongo_errors():
+            return _dataset(await self._datasets.find_one({"_id": dataset_id, "client_id": client_id}))
+
+    async def find_by_sha256(self, *, client_id: str, sha256: str) -> Dataset | None:
+        with mongo_errors():
+            return _dataset(await self._datasets.find_one({"client_id": client_id, "sha256": sha256}))
+
+    async def list(self, *, client_id: str, after: str | None, limit: int, order: ListOrder) -> list[Dataset]:
+        direction = ASCENDING if order == "asc" else DESCENDING
+        query: dict[str, Any] = {"client_id": client_id}
+        with mongo_errors():
+            if after is not None:
+                anchor = await self._datasets.find_one({"_id": after, "client_id": client_id})
+                if anchor is None:
+                    return []
+                op = "$gt" if order == "asc" else "$lt"
+                query["$or"] = [
+                    {"created_at": {op: anchor["created_at"]}},
+                    {"created_at": anchor["created_at"], "_id": {op: after}},
+                ]
+            cursor = self._datasets.find(query).sort([("created_at", direction), ("_id", direction)])
+            return [d for doc in await cursor.limit(limit).to_list() if (d := _dataset(doc)) is not None]
+
+    async def change_status(
+        self,
+        *,
+        dataset: Dataset,
+        expected: DatasetStatus,
+        lease_until: float | None,
+        report: ValidationReport | None = None,
+        validated_at: int | None = None,
+    ) -> Dataset | None:
+        update: dict[str, Any] = {"status": dataset.status, "lease_until": lease_until}
+        if report is not None:
+            update |= {
+                "format": report.format,
+                "error_count": report.error_count,
+                "errors": [issue.model_dump(mode="json") for issue in report.errors],
+                "warnings": [issue.model_dump(mode="json") for issue in report.warnings],
+                "stats": report.stats.model_dump(mode="json"),
+                "validated_at": validated_at,
+            }
+        with mongo_errors():
+            doc = await self._datasets.find_one_and_update(
+                {"_id": dataset.id, "client_id": dataset.client_id, "status": expected},
+                {"$set": update},
+                return_document=ReturnDocument.AFTER,
+            )
+        return _dataset(doc)
+
+    async def claim_stale_validation(self, *, now: float, lease_until: float) -> Dataset | None:
+        query = {
+            "status": {"$in": ["uploaded", "validating"]},
+            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
+        }
+        with mongo_errors():
+            doc = await self._datasets.find_one_and_update(
+                query,
+                {"$set": {"status": "validating", "lease_until": lease_until}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return _dataset(doc)
+
+    async def claim_pending_mirror(self, *, now: float, lease_until: float) -> Dataset | None:
+        query = {
+            "s3.state": "pending",
+            "status": {"$in": ["ready", "invalid"]},
+            "$or": [{"s3.next_attempt_at": None}, {"s3.next_attempt_at": {"$lte": now}}],
+        }
+        with mongo_errors():
+            doc = await self._datasets.find_one_and_update(
+                query, {"$set": {"s3.next_attempt_at": lease_until}}, return_document=ReturnDocument.AFTER
+            )
+        return _dataset(doc)
+
+    async def set_mirror(self, *, client_id: str, dataset_id: str, mirror: S3Mirror) -> None:
+        with mongo_errors():
+            await self._datasets.update_one(
+                {"_id": dataset_id, "client_id": client_id}, {"$set": {"s3": mirror.model_dump(mode="json")}}
+            )
+
+    async def delete(self, *, client_id: str, dataset_id: str) -> bool:
+        with mongo_errors():
+            result = await self._datasets.delete_one({"_id": dataset_id, "client_id": client_id})
+        return result.deleted_count == 1
+
+    async def used_by_active_job(self, *, client_id: str, dataset_id: str) -> str | None:
+        with mongo_errors():
+            job = await self._jobs.find_one(
+                {
+                    "client_id": client_id,
+                    "status": {"$in": ACTIVE_JOB_STATUSES},
+                    "$or": [{"training_file": dataset_id}, {"validation_file": dataset_id}],
+                },
+                projection={"_id": 1},
+            )
+        return None if job is None else str(job["_id"])
+
+
+class MongoUploadRepository:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self._uploads = database["uploads"]
+
+    async def insert(self, upload: Upload) -> None:
+        with mongo_errors():
+            await self._uploads.insert_one(_doc(upload))
+
+    async def get(self, *, client_id: str, upload_id: str) -> Upload | None:
+        with mongo_errors():
+            return _upload(await self._uploads.find_one({"_id": upload_id, "client_id": client_id}))
+
+    async def add_part(self, *, client_id: str, upload_id: str, part: UploadPart) -> Upload | None:
+        with mongo_errors():
+            doc = await self._uploads.find_one_and_update(
+                {"_id": upload_id, "client_id": client_id, "status": "pending"},
+                {"$push": {"parts": part.model_dump(mode="json")}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return _upload(doc)
+
+    async def finish(
+        self, *, client_id: str, upload_id: str, status: str, file_id: str | None
+    ) -> Upload | None:
+        with mongo_errors():
+            doc = await self._uploads.find_one_and_update(
+                {"_id": upload_id, "client_id": client_id, "status": "pending"},
+                {"$set": {"status": status, "file_id": file_id}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return _upload(doc)
