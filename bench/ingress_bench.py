@@ -17,17 +17,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-import httpx
 
+from bench.common import ADMIN_KEY, running_studio
 from tests.servers import free_port, port_open, wait_for
-
-ADMIN_KEY = "bench-admin-key-0123456789"
 
 
 @dataclass
@@ -85,91 +81,60 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
-
-    import ray
-    from ray import serve
-
-    from studio.app.builder import build_app_from_settings
     from studio.app.embedded import embedded_mongo_url
-    from studio.config import load_settings
 
-    data_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
-    settings = load_settings(
-        data_dir=data_dir,
-        admin_key=ADMIN_KEY,
-        store={"embedded_port": free_port()},
-        redis={"url": args.redis_url},
-        api={"log_level": "WARNING"},
-    )
-    ray.init(
-        address="local",
-        num_cpus=2,
-        _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    serve_port, plain_port = free_port(), free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    serve.run(build_app_from_settings(settings), name="mini-studio", route_prefix="/")
-    mongo_url = asyncio.run(embedded_mongo_url(settings))
-
-    env = {
-        **os.environ,
-        "STUDIO_DATA_DIR": str(data_dir),
-        "STUDIO_ADMIN_KEY": ADMIN_KEY,
-        "STUDIO_STORE__DATABASE": settings.store.database,
-        "STUDIO_API__LOG_LEVEL": "WARNING",
-        "BENCH_MONGO_URL": mongo_url,
-    }
-    if args.redis_url:
-        env["STUDIO_REDIS__URL"] = args.redis_url
-    plain = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.plain_app:create",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(plain_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-    )
-    try:
-        wait_for(lambda: port_open(plain_port), timeout_s=60, what="uvicorn")
-        serve_url, plain_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{plain_port}"
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        with httpx.Client(base_url=serve_url, timeout=30) as http:
-            client = http.post(
-                "/admin/clients",
-                headers=admin,
-                json={"name": "bench", "limits": {"requests_per_minute": 10_000_000}},
-            ).json()
-            secret = http.post(f"/admin/clients/{client['id']}/keys", headers=admin).json()["secret"]
-        headers = {"Authorization": f"Bearer {secret}"}
-        print(
-            f"GET /v1/me, {args.seconds:g} s per row, redis={'yes' if args.redis_url else 'no'}, "
-            f"embedded MongoDB, {os.cpu_count()} cores shared with the load generator"
+    with running_studio(redis={"url": args.redis_url}) as studio:
+        settings = studio.settings
+        mongo_url = asyncio.run(embedded_mongo_url(settings))
+        plain_port = free_port()
+        env = {
+            **os.environ,
+            "STUDIO_DATA_DIR": str(studio.data_dir),
+            "STUDIO_ADMIN_KEY": ADMIN_KEY,
+            "STUDIO_STORE__DATABASE": settings.store.database,
+            "STUDIO_API__LOG_LEVEL": "WARNING",
+            "BENCH_MONGO_URL": mongo_url,
+        }
+        if args.redis_url:
+            env["STUDIO_REDIS__URL"] = args.redis_url
+        plain = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "bench.plain_app:create",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(plain_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
         )
-        for concurrency in (1, 32):
-            for target, base in (("serve", serve_url), ("uvicorn", plain_url)):
-                result = asyncio.run(
-                    drive(
-                        f"{base}/v1/me", headers, concurrency=concurrency, seconds=args.seconds, target=target
+        try:
+            wait_for(lambda: port_open(plain_port), timeout_s=60, what="uvicorn")
+            print(
+                f"GET /v1/me, {args.seconds:g} s per row, redis={'yes' if args.redis_url else 'no'}, "
+                f"embedded MongoDB, {os.cpu_count()} cores shared with the load generator"
+            )
+            for concurrency in (1, 32):
+                for target, base in (("serve", studio.url), ("uvicorn", f"http://127.0.0.1:{plain_port}")):
+                    result = asyncio.run(
+                        drive(
+                            f"{base}/v1/me",
+                            studio.headers,
+                            concurrency=concurrency,
+                            seconds=args.seconds,
+                            target=target,
+                        )
                     )
-                )
-                print(result.row(), flush=True)
-    finally:
-        plain.terminate()
-        plain.wait(timeout=30)
-        serve.shutdown()
-        ray.shutdown()
+                    print(result.row(), flush=True)
+        finally:
+            plain.terminate()
+            plain.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -106,12 +106,15 @@ class UploadRepository(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WrittenFile:
-    """A file written by the file store, with the digests computed while it streamed."""
+    """A file written by the file store, with the digests computed while it streamed.
+
+    `md5` only where a caller checks one (assembled uploads): it costs as much CPU as SHA-256.
+    """
 
     relative_path: str
     bytes: int
     sha256: str
-    md5: str
+    md5: str | None
 
 
 class FileStore(Protocol):

@@ -172,7 +172,6 @@ class UploadPart(BaseModel):
     id: str
     upload_id: str
     bytes: int
-    md5: str
     created_at: int
     object: Literal["upload.part"] = "upload.part"
 

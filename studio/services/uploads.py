@@ -88,9 +88,7 @@ class UploadService:
         part_id = new_id("part")
         relative = f"{_parts_dir(upload)}/{part_id}"
         written = await self._files.write(relative, chunks, max_bytes=self._settings.max_part_bytes)
-        part = UploadPart(
-            id=part_id, upload_id=upload.id, bytes=written.bytes, md5=written.md5, created_at=unix_now()
-        )
+        part = UploadPart(id=part_id, upload_id=upload.id, bytes=written.bytes, created_at=unix_now())
         if await self._repo.add_part(client_id=client_id, upload_id=upload_id, part=part) is None:
             await self._files.remove(relative)
             raise Conflict(

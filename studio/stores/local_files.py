@@ -42,7 +42,7 @@ class LocalFileStore:
     async def write(self, relative_path: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> WrittenFile:
         target = self.absolute(relative_path)
         temporary = await asyncio.to_thread(self._temporary, target)
-        sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        sha256 = hashlib.sha256()
         size = 0
         fd = await asyncio.to_thread(os.open, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -59,10 +59,10 @@ class LocalFileStore:
                 pending.append(chunk)
                 pending_bytes += len(chunk)
                 if pending_bytes >= WRITE_BATCH:
-                    await asyncio.to_thread(_write_all, fd, pending, sha256, md5)
+                    await asyncio.to_thread(_write_all, fd, pending, sha256)
                     pending, pending_bytes = [], 0
             if pending:
-                await asyncio.to_thread(_write_all, fd, pending, sha256, md5)
+                await asyncio.to_thread(_write_all, fd, pending, sha256)
             await asyncio.to_thread(os.fsync, fd)
         except BaseException:
             os.close(fd)
@@ -70,7 +70,7 @@ class LocalFileStore:
             raise
         os.close(fd)
         await asyncio.to_thread(os.replace, temporary, target)
-        return WrittenFile(relative_path, size, sha256.hexdigest(), md5.hexdigest())
+        return WrittenFile(relative_path, size, sha256.hexdigest(), md5=None)
 
     async def concat(self, parts: list[str], relative_path: str) -> WrittenFile:
         target = self.absolute(relative_path)
@@ -137,10 +137,9 @@ def _validate_path(path: Path, limits: ValidationLimits) -> ValidationReport:
         return validate_chunks(iter(lambda: file.read(READ_CHUNK), b""), limits)
 
 
-def _write_all(fd: int, blocks: list[bytes], sha256: hashlib._Hash, md5: hashlib._Hash) -> None:
+def _write_all(fd: int, blocks: list[bytes], sha256: hashlib._Hash) -> None:
     for block in blocks:
         sha256.update(block)
-        md5.update(block)
         view = memoryview(block)
         while view:
             written = os.write(fd, view)
