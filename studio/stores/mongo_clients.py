@@ -8,19 +8,8 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studio.schemas.clients import ApiKey, Client
+from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
-
-
-def _to_doc(model: Client | ApiKey) -> dict[str, Any]:
-    doc = model.model_dump()
-    doc["_id"] = doc.pop("id")
-    return doc
-
-
-def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    doc = dict(doc)
-    doc["id"] = doc.pop("_id")
-    return doc
 
 
 class MongoClientRepository:
@@ -30,39 +19,39 @@ class MongoClientRepository:
 
     async def insert_client(self, client: Client) -> None:
         with mongo_errors():
-            await self._clients.insert_one(_to_doc(client))
+            await self._clients.insert_one(to_document(client))
 
     async def get_client(self, client_id: str) -> Client | None:
         with mongo_errors():
             doc = await self._clients.find_one({"_id": client_id})
-        return None if doc is None else Client.model_validate(_from_doc(doc))
+        return from_document(Client, doc)
 
     async def list_clients(self, *, after: str | None, limit: int) -> list[Client]:
         query: dict[str, Any] = {} if after is None else {"_id": {"$gt": after}}
         with mongo_errors():
             docs = await self._clients.find(query).sort("_id", ASCENDING).limit(limit).to_list()
-        return [Client.model_validate(_from_doc(doc)) for doc in docs]
+        return [client for doc in docs if (client := from_document(Client, doc)) is not None]
 
     async def set_client_disabled(self, client_id: str, disabled: bool) -> Client | None:
         with mongo_errors():
             doc = await self._clients.find_one_and_update(
                 {"_id": client_id}, {"$set": {"disabled": disabled}}, return_document=ReturnDocument.AFTER
             )
-        return None if doc is None else Client.model_validate(_from_doc(doc))
+        return from_document(Client, doc)
 
     async def insert_key(self, key: ApiKey) -> None:
         with mongo_errors():
-            await self._keys.insert_one(_to_doc(key))
+            await self._keys.insert_one(to_document(key))
 
     async def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
         with mongo_errors():
             doc = await self._keys.find_one({"key_hash": key_hash})
-        return None if doc is None else ApiKey.model_validate(_from_doc(doc))
+        return from_document(ApiKey, doc)
 
     async def list_keys(self, client_id: str) -> list[ApiKey]:
         with mongo_errors():
             docs = await self._keys.find({"client_id": client_id}).sort("created_at", ASCENDING).to_list()
-        return [ApiKey.model_validate(_from_doc(doc)) for doc in docs]
+        return [key for doc in docs if (key := from_document(ApiKey, doc)) is not None]
 
     async def set_key_disabled(self, *, client_id: str, key_id: str, disabled: bool) -> ApiKey | None:
         with mongo_errors():
@@ -71,4 +60,4 @@ class MongoClientRepository:
                 {"$set": {"disabled": disabled}},
                 return_document=ReturnDocument.AFTER,
             )
-        return None if doc is None else ApiKey.model_validate(_from_doc(doc))
+        return from_document(ApiKey, doc)

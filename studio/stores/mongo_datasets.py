@@ -9,31 +9,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from studio.domain.datasets import ValidationReport
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
+from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
 
 ACTIVE_JOB_STATUSES = ["validating_files", "queued", "running"]
-
-
-def _doc(model: Dataset | Upload) -> dict[str, Any]:
-    doc = model.model_dump(mode="json")
-    doc["_id"] = doc.pop("id")
-    return doc
-
-
-def _dataset(doc: dict[str, Any] | None) -> Dataset | None:
-    if doc is None:
-        return None
-    doc = dict(doc)
-    doc["id"] = doc.pop("_id")
-    return Dataset.model_validate(doc)
-
-
-def _upload(doc: dict[str, Any] | None) -> Upload | None:
-    if doc is None:
-        return None
-    doc = dict(doc)
-    doc["id"] = doc.pop("_id")
-    return Upload.model_validate(doc)
 
 
 class MongoDatasetRepository:
@@ -43,15 +22,19 @@ class MongoDatasetRepository:
 
     async def insert(self, dataset: Dataset) -> None:
         with mongo_errors():
-            await self._datasets.insert_one(_doc(dataset))
+            await self._datasets.insert_one(to_document(dataset))
 
     async def get(self, *, client_id: str, dataset_id: str) -> Dataset | None:
         with mongo_errors():
-            return _dataset(await self._datasets.find_one({"_id": dataset_id, "client_id": client_id}))
+            return from_document(
+                Dataset, await self._datasets.find_one({"_id": dataset_id, "client_id": client_id})
+            )
 
     async def find_by_sha256(self, *, client_id: str, sha256: str) -> Dataset | None:
         with mongo_errors():
-            return _dataset(await self._datasets.find_one({"client_id": client_id, "sha256": sha256}))
+            return from_document(
+                Dataset, await self._datasets.find_one({"client_id": client_id, "sha256": sha256})
+            )
 
     async def list(self, *, client_id: str, after: str | None, limit: int, order: ListOrder) -> list[Dataset]:
         direction = ASCENDING if order == "asc" else DESCENDING
@@ -67,7 +50,11 @@ class MongoDatasetRepository:
                     {"created_at": anchor["created_at"], "_id": {op: after}},
                 ]
             cursor = self._datasets.find(query).sort([("created_at", direction), ("_id", direction)])
-            return [d for doc in await cursor.limit(limit).to_list() if (d := _dataset(doc)) is not None]
+            return [
+                d
+                for doc in await cursor.limit(limit).to_list()
+                if (d := from_document(Dataset, doc)) is not None
+            ]
 
     async def change_status(
         self,
@@ -94,7 +81,7 @@ class MongoDatasetRepository:
                 {"$set": update},
                 return_document=ReturnDocument.AFTER,
             )
-        return _dataset(doc)
+        return from_document(Dataset, doc)
 
     async def claim_stale_validation(self, *, now: float, lease_until: float) -> Dataset | None:
         query = {
@@ -107,7 +94,7 @@ class MongoDatasetRepository:
                 {"$set": {"status": "validating", "lease_until": lease_until}},
                 return_document=ReturnDocument.AFTER,
             )
-        return _dataset(doc)
+        return from_document(Dataset, doc)
 
     async def claim_pending_mirror(self, *, now: float, lease_until: float) -> Dataset | None:
         query = {
@@ -119,7 +106,7 @@ class MongoDatasetRepository:
             doc = await self._datasets.find_one_and_update(
                 query, {"$set": {"s3.next_attempt_at": lease_until}}, return_document=ReturnDocument.AFTER
             )
-        return _dataset(doc)
+        return from_document(Dataset, doc)
 
     async def set_mirror(self, *, client_id: str, dataset_id: str, mirror: S3Mirror) -> None:
         with mongo_errors():
@@ -151,11 +138,13 @@ class MongoUploadRepository:
 
     async def insert(self, upload: Upload) -> None:
         with mongo_errors():
-            await self._uploads.insert_one(_doc(upload))
+            await self._uploads.insert_one(to_document(upload))
 
     async def get(self, *, client_id: str, upload_id: str) -> Upload | None:
         with mongo_errors():
-            return _upload(await self._uploads.find_one({"_id": upload_id, "client_id": client_id}))
+            return from_document(
+                Upload, await self._uploads.find_one({"_id": upload_id, "client_id": client_id})
+            )
 
     async def add_part(self, *, client_id: str, upload_id: str, part: UploadPart) -> Upload | None:
         with mongo_errors():
@@ -164,7 +153,7 @@ class MongoUploadRepository:
                 {"$push": {"parts": part.model_dump(mode="json")}},
                 return_document=ReturnDocument.AFTER,
             )
-        return _upload(doc)
+        return from_document(Upload, doc)
 
     async def finish(
         self, *, client_id: str, upload_id: str, status: str, file_id: str | None
@@ -175,4 +164,4 @@ class MongoUploadRepository:
                 {"$set": {"status": status, "file_id": file_id}},
                 return_document=ReturnDocument.AFTER,
             )
-        return _upload(doc)
+        return from_document(Upload, doc)

@@ -1,0 +1,169 @@
+"""Resource estimates for a fine-tuning job: memory per worker, number of GPUs, wall time.
+
+Rules of thumb used, so the figures can be checked by hand:
+- Weights take 2 bytes a parameter in bf16, 4 in fp32. Training a parameter with AdamW takes 16 bytes
+  in all (bf16 weight + bf16 gradient + fp32 master copy + two fp32 moments; fp32: 4 + 4 + 8).
+- LoRA trains r x (d_in + d_out) parameters per adapted matrix; the frozen base costs its weights only.
+- Activations with flash attention and no recomputation: 34 bytes x sequence x batch x hidden per layer
+  (Korthikanti et al., 2022), plus fp32 logits (4 x sequence x batch x vocab).
+- A GPU keeps 10% headroom and 1 GiB for the CUDA context. Full fine-tunes that do not fit one GPU
+  shard weights, gradients and optimizer state over N GPUs (ZeRO-3 / FSDP); activations do not shard.
+- FLOPs per trained token: 6 x parameters for full fine-tuning, 4 x parameters for LoRA (no weight
+  gradients for the frozen base); wall time at 35% of the device's peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Method = Literal["full", "lora"]
+Precision = Literal["bf16", "fp32"]
+
+GIB = 1024**3
+CUDA_CONTEXT_BYTES = 1 * GIB
+HEADROOM = 0.9
+MFU = 0.35
+TRAINING_BYTES_PER_PARAM = 16
+MAX_WORKERS = 64
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """What the estimate needs to know of a decoder-only transformer."""
+
+    parameters: int
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    attention_heads: int
+    kv_heads: int
+    context_length: int
+
+
+def shape_from_config(config: dict[str, Any]) -> ModelShape:
+    """Return the shape of a Llama-like model from its Hugging Face `config.json` contents."""
+    hidden = int(config["hidden_size"])
+    layers = int(config["num_hidden_layers"])
+    vocab = int(config["vocab_size"])
+    inter = int(config.get("intermediate_size", 4 * hidden))
+    heads = int(config.get("num_attention_heads", max(1, hidden // 128)))
+    kv_heads = int(config.get("num_key_value_heads", heads))
+    head_dim = int(config.get("head_dim", hidden // heads))
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    mlp = 3 * hidden * inter
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", False) else 2)
+    parameters = layers * (attention + mlp + 2 * hidden) + embeddings + hidden
+    return ModelShape(
+        parameters=parameters,
+        layers=layers,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        attention_heads=heads,
+        kv_heads=kv_heads,
+        context_length=int(config.get("max_position_embeddings", 2048)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPlan:
+    """What is to be trained, and how."""
+
+    method: Method
+    precision: Precision
+    sequence_length: int
+    batch_size: int
+    dataset_tokens: int
+    epochs: int
+    lora_rank: int = 16
+    lora_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One accelerator kind (or a CPU worker): memory in bytes, peak dense TFLOP/s at the precision."""
+
+    kind: str
+    memory_bytes: int
+    peak_tflops: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    trainable_parameters: int
+    weights_bytes: int
+    training_state_bytes: int
+    activation_bytes: int
+    memory_per_worker_bytes: int
+    workers: int
+    fits: bool
+    reason: str | None
+    tokens_to_train: int
+    wall_time_s: float
+
+
+def lora_parameters(shape: ModelShape, rank: int, modules: tuple[str, ...]) -> int:
+    """Return the number of trainable LoRA parameters for `modules` in every layer."""
+    head_dim = shape.hidden_size // shape.attention_heads
+    dims = {
+        "q_proj": (shape.hidden_size, shape.attention_heads * head_dim),
+        "k_proj": (shape.hidden_size, shape.kv_heads * head_dim),
+        "v_proj": (shape.hidden_size, shape.kv_heads * head_dim),
+        "o_proj": (shape.attention_heads * head_dim, shape.hidden_size),
+        "gate_proj": (shape.hidden_size, shape.intermediate_size),
+        "up_proj": (shape.hidden_size, shape.intermediate_size),
+        "down_proj": (shape.intermediate_size, shape.hidden_size),
+    }
+    per_layer = sum(
+        rank * (d_in + d_out) for name in modules if (pair := dims.get(name)) for d_in, d_out in [pair]
+    )
+    return per_layer * shape.layers
+
+
+def estimate(shape: ModelShape, plan: TrainingPlan, device: Device) -> Estimate:
+    """Return memory per worker, workers needed and wall time; `fits` False with the reason if none fit."""
+    weight_bytes_per_param = 2 if plan.precision == "bf16" else 4
+    weights = shape.parameters * weight_bytes_per_param
+    if plan.method == "lora":
+        trainable = lora_parameters(shape, plan.lora_rank, plan.lora_modules)
+        sharded_state = weights + trainable * TRAINING_BYTES_PER_PARAM
+    else:
+        trainable = shape.parameters
+        sharded_state = shape.parameters * TRAINING_BYTES_PER_PARAM
+    tokens_per_step = plan.sequence_length * plan.batch_size
+    activations = (
+        34 * tokens_per_step * shape.hidden_size * shape.layers + 4 * tokens_per_step * shape.vocab_size
+    )
+    budget = (
+        device.memory_bytes * HEADROOM - CUDA_CONTEXT_BYTES if device.kind != "cpu" else device.memory_bytes
+    )
+    workers, per_worker = 1, sharded_state + activations
+    # Only full fine-tunes shard their state; a LoRA job that does not fit one device fits none.
+    while per_worker > budget and plan.method == "full" and workers < MAX_WORKERS:
+        workers *= 2
+        per_worker = sharded_state // workers + activations
+    fits = per_worker <= budget
+    reason = None
+    if not fits:
+        reason = (
+            f"needs {per_worker / GIB:.1f} GiB per worker with {workers} worker(s), more than the "
+            f"{budget / GIB:.1f} GiB usable on a {device.kind}"
+        )
+    tokens = plan.dataset_tokens * plan.epochs
+    flops = (4 if plan.method == "lora" else 6) * shape.parameters * tokens
+    wall = flops / (workers * device.peak_tflops * 1e12 * MFU)
+    return Estimate(
+        trainable_parameters=trainable,
+        weights_bytes=weights,
+        training_state_bytes=sharded_state,
+        activation_bytes=activations,
+        memory_per_worker_bytes=int(per_worker),
+        workers=workers,
+        fits=fits,
+        reason=reason,
+        tokens_to_train=tokens,
+        wall_time_s=wall,
+    )

@@ -1,0 +1,67 @@
+"""The fine-tuning job state machine and the naming of fine-tuned models.
+
+Every status change goes through `check_job_transition`; the store writes it as a conditional update
+on the expected old status, so two writers (a tracking actor and a cancel request) cannot race.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from studio.errors import Conflict, InvalidInput
+
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+ErrorKind = Literal["user", "platform"]
+
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE: frozenset[str] = frozenset({"validating_files", "queued", "running"})
+
+# FROM -> allowed TO. `running -> queued` is a retry after a platform failure (from the last
+# checkpoint); `running -> running` records a new attempt's Ray job id.
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    "validating_files": frozenset({"queued", "failed", "cancelled"}),
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"running", "queued", "succeeded", "failed", "cancelled"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+_SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def check_job_transition(current: str, target: str) -> None:
+    """Raise Conflict unless the table allows `current -> target`."""
+    if target not in JOB_TRANSITIONS.get(current, frozenset()):
+        if current in TERMINAL:
+            raise Conflict(f"the job already {current}", code="job_finished")
+        raise Conflict(f"a job cannot go from {current!r} to {target!r}", code="invalid_status_change")
+
+
+def check_suffix(suffix: str | None) -> str | None:
+    """Return the suffix if it is 1-40 letters, digits, `-` or `_`.
+
+    Raises:
+        InvalidInput: naming the `suffix` field.
+    """
+    if suffix is not None and not _SUFFIX.match(suffix):
+        raise InvalidInput(
+            "suffix must be 1-40 letters, digits, '-' or '_'", param="suffix", code="invalid_suffix"
+        )
+    return suffix
+
+
+def fine_tuned_model_name(*, base_model: str, client_id: str, suffix: str | None, job_id: str) -> str:
+    """Return `ft:<base>:<client>:<suffix>:<job id>` (OpenAI's shape; the suffix part may be empty)."""
+    return f"ft:{base_model}:{client_id}:{suffix or ''}:{job_id}"
+
+
+def parse_fine_tuned_model_name(name: str) -> tuple[str, str, str, str] | None:
+    """Return (base, client, suffix, job id) of an `ft:` name, or None when `name` is not one."""
+    if not name.startswith("ft:"):
+        return None
+    parts = name[3:].rsplit(":", 3)
+    if len(parts) != 4 or not all(parts[i] for i in (0, 1, 3)):
+        return None
+    return parts[0], parts[1], parts[2], parts[3]
