@@ -18,8 +18,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[embedded,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import studio, secantus, redis, pymongo, ray.serve" # fail here if the install did
+.venv/bin/python -m pip install -q -e '.[embedded,dev,training]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import studio, secantus, redis, pymongo, ray.serve, torch, transformers, peft" # fail here if the install did
 
 echo "== ruff"; .venv/bin/ruff check studio tests bench && .venv/bin/ruff format --check studio tests bench
 echo "== mypy"; .venv/bin/mypy

@@ -1,0 +1,135 @@
+"""The configuration of one training run, its outcome, and the layout of what it writes.
+
+Under `output_dir`: `checkpoints/step-<N>/` (one per checkpoint, with `trainer_state.json`) and
+`final/`; every directory is written under a temporary name beside its target and renamed into place,
+so a reader (or a resumed run) never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class TrainConfig(BaseModel):
+    """Everything `train` needs; the supervisor writes it as JSON for `python -m studio.training`.
+
+    Step counts are optimizer steps: one step consumes `batch_size * gradient_accumulation_steps`
+    examples on each of `world_size` ranks. `eval_every_steps` / `checkpoint_every_steps` of 0 mean
+    "only at the end" / "only when stopped early". Invalid values raise pydantic's ValidationError,
+    which is a ValueError (a user error).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_model: Path
+    training_file: Path
+    validation_file: Path | None = None
+    output_dir: Path
+    method: Literal["lora", "full"] = "lora"
+    n_epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    max_seq_len: int = Field(default=2048, ge=2)
+    seed: int = Field(default=42, ge=0)
+    eval_every_steps: int = Field(default=0, ge=0)
+    checkpoint_every_steps: int = Field(default=0, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0, le=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, ge=0)  # 0 disables clipping
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    world_size: int = Field(default=1, ge=1)
+    rank: int = Field(default=0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f'device must be "auto", "cpu", "cuda" or "cuda:N", not {value!r}')
+        return value
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _check_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(value):
+            raise ValueError("lora_target_modules must name at least one module")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rank(self) -> TrainConfig:
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank {self.rank} is out of range for world_size {self.world_size}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """The outcome of `train`.
+
+    `final_path` is `output_dir/final` (adapter or full model, plus tokenizer) when training finished,
+    None when it was stopped early; `checkpoint_path` is the last checkpoint written by this call.
+    `trained_tokens` counts the tokens the loss was computed on, across resumed runs.
+    """
+
+    final_path: Path | None
+    steps: int
+    trained_tokens: int
+    final_train_loss: float | None
+    stopped: bool
+    checkpoint_path: Path | None = None
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """Return the complete checkpoint with the highest step under `checkpoints`, or None."""
+    best: tuple[int, Path] | None = None
+    if checkpoints.is_dir():
+        for child in checkpoints.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / STATE_FILE).is_file() and (best is None or int(match[1]) > best[0]):
+                best = (int(match[1]), child)
+    return best[1] if best else None
+
+
+def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on a fresh temporary directory beside `target`, rename it to `target`; return `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if target.exists():
+            # A rename cannot replace a non-empty directory: move the old one aside, then drop it.
+            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex}"
+            os.rename(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def remove_leftovers(*folders: Path) -> None:
+    """Delete the temporary directories a killed run left half-written."""
+    for folder in folders:
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.is_dir() and child.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(child, ignore_errors=True)
