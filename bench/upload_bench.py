@@ -175,10 +175,13 @@ def main() -> None:
             httpx.Client(timeout=3600) as http,
         ):
             started_parts = time.perf_counter()
-            parts_upload(http, studio.url, studio.headers, shifted, 64 << 20)
+            parts_file = parts_upload(http, studio.url, studio.headers, shifted, 64 << 20)
             parts_s = time.perf_counter() - started_parts
         shifted.unlink()
-        time.sleep(2)  # let the background validation of the parts' file get going before the next upload
+        # Wait for the parts' file to be validated, so its validation doesn't overlap the next upload.
+        with httpx.Client(timeout=30, headers=studio.headers) as http:
+            while http.get(f"{studio.url}/v1/files/{parts_file}").json()["status"] == "uploaded":
+                time.sleep(0.2)
 
         boundary = "bench-boundary-1234"
         headers = {**studio.headers, "content-type": f"multipart/form-data; boundary={boundary}"}

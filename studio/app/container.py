@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from studio.api.services import Services
 from studio.config import Settings
+from studio.ports import DatasetValidationRunner
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.cache import ReadThroughCache
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, mongo_url: str, admin_key_hash: str
+    settings: Settings,
+    *,
+    mongo_url: str,
+    admin_key_hash: str,
+    validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] = ThreadValidationRunner,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
@@ -61,7 +66,7 @@ async def open_services(
         datasets = DatasetService(
             repository=store.datasets,
             files=files,
-            validator=ThreadValidationRunner(files),
+            validator=validator_factory(files),
             objects=objects,
             settings=settings.datasets,
         )

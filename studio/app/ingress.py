@@ -12,6 +12,7 @@ from studio.api.app import create_api
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
+from studio.app.validation import RayTaskValidationRunner
 from studio.config import Settings
 from studio.logs import configure_logging
 
@@ -43,8 +44,12 @@ class StudioIngress:
             mongo_url = settings.store.mongo_url.get_secret_value()
         else:
             mongo_url = await embedded_mongo_url(settings)
+        threshold = settings.datasets.sync_validation_bytes
         async with open_services(
-            settings, mongo_url=mongo_url, admin_key_hash=self._admin_key_hash
+            settings,
+            mongo_url=mongo_url,
+            admin_key_hash=self._admin_key_hash,
+            validator_factory=lambda files: RayTaskValidationRunner(files, task_above_bytes=threshold),
         ) as services:
             yield services
 

@@ -129,10 +129,11 @@ class ThreadValidationRunner:
 
     async def validate(self, relative_path: str, limits: ValidationLimits) -> ValidationReport:
         path = self._files.absolute(relative_path)
-        return await asyncio.to_thread(_validate_path, path, limits)
+        return await asyncio.to_thread(validate_path, path, limits)
 
 
-def _validate_path(path: Path, limits: ValidationLimits) -> ValidationReport:
+def validate_path(path: Path, limits: ValidationLimits) -> ValidationReport:
+    """Validate a file read in 4 MiB chunks (memory stays flat); return the report."""
     with path.open("rb") as file:
         return validate_chunks(iter(lambda: file.read(READ_CHUNK), b""), limits)
 
