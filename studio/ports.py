@@ -13,6 +13,7 @@ from typing import Protocol
 from studio.domain.datasets import ValidationLimits, ValidationReport
 from studio.schemas.clients import ApiKey, Client
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
+from studio.schemas.jobs import LaunchStatus
 
 
 class ClientRepository(Protocol):
@@ -205,3 +206,24 @@ class ObjectStore(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class TrainingLauncher(Protocol):
+    """Runs the training entrypoint somewhere in the cluster (a Ray job)."""
+
+    async def submit(
+        self,
+        *,
+        submission_id: str,
+        config_path: str,
+        num_cpus: float,
+        num_gpus: float,
+        metadata: dict[str, str],
+        env: dict[str, str] | None = None,
+    ) -> str: ...
+
+    async def status(self, ray_job_id: str) -> LaunchStatus: ...
+
+    async def stop(self, ray_job_id: str) -> bool: ...
+
+    async def logs(self, ray_job_id: str) -> str: ...

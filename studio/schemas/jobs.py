@@ -121,3 +121,13 @@ class Job(BaseModel):
     created_at: int
     finished_at: int | None = None
     estimated_finish: int | None = None
+
+
+LaunchState = Literal["pending", "running", "succeeded", "failed", "stopped"]
+
+
+class LaunchStatus(BaseModel):
+    """What the compute backend says of a launched training run."""
+
+    state: LaunchState
+    message: str | None = None

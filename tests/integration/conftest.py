@@ -26,7 +26,8 @@ class ServeApp:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster() -> Iterator[str]:
+    """Yield the dashboard (Jobs API) address of a private local Ray cluster."""
     import ray
 
     # A short private temp dir: a stale /tmp/ray session cannot capture this cluster, and Ray's
@@ -36,17 +37,18 @@ def ray_cluster() -> Iterator[None]:
         address="local",
         num_cpus=2,
         _temp_dir=temp_dir,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_port=(dashboard_port := servers.free_port()),
         namespace="mini-studio-tests",
         log_to_driver=False,
     )
-    yield
+    yield f"http://127.0.0.1:{dashboard_port}"
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
 def serve_app(
-    ray_cluster: None, tmp_path_factory: pytest.TempPathFactory, redis_url: str, s3_endpoint: S3Endpoint
+    ray_cluster: str, tmp_path_factory: pytest.TempPathFactory, redis_url: str, s3_endpoint: S3Endpoint
 ) -> Iterator[ServeApp]:
     """Mini Studio as users run it: Serve HTTP proxy, two ingress replicas, embedded MongoDB actor."""
     from ray import serve

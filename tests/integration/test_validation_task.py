@@ -14,7 +14,7 @@ from tests.api.datasets_data import broken_on_line_7, chat_rows, jsonl
 pytestmark = pytest.mark.integration
 
 
-async def test_ray_task_and_thread_give_the_same_report(ray_cluster: None, tmp_path: Path) -> None:
+async def test_ray_task_and_thread_give_the_same_report(ray_cluster: str, tmp_path: Path) -> None:
     files = LocalFileStore(tmp_path)
     (tmp_path / "good.jsonl").write_bytes(jsonl(chat_rows(40)))
     (tmp_path / "bad.jsonl").write_bytes(broken_on_line_7())

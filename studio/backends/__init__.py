@@ -1,0 +1,1 @@
+"""Compute adapters: the only code importing ray.job_submission, ray.serve deployments, kubernetes."""

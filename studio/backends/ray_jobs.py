@@ -1,0 +1,102 @@
+"""`TrainingLauncher` on Ray's Jobs API: a fine-tuning run is a Ray job in the same cluster.
+
+The blocking `JobSubmissionClient` runs in worker threads with a timeout; the Jobs API unreachable is
+`Unavailable` (503), never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from studio.errors import NotFound, Unavailable
+from studio.schemas.jobs import LaunchState, LaunchStatus
+
+T = TypeVar("T")
+
+STATES: dict[JobStatus, LaunchState] = {
+    JobStatus.PENDING: "pending",
+    JobStatus.RUNNING: "running",
+    JobStatus.SUCCEEDED: "succeeded",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "stopped",
+}
+
+
+class RayJobLauncher:
+    def __init__(self, address: str, *, python: str | None = None, timeout_s: float = 30.0) -> None:
+        self._address = address
+        self._python = python or sys.executable
+        self._timeout_s = timeout_s
+        self._client: JobSubmissionClient | None = None
+
+    async def _call(self, func: Callable[[JobSubmissionClient], T]) -> T:
+        def run() -> T:
+            if self._client is None:
+                self._client = JobSubmissionClient(self._address)
+            return func(self._client)
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await asyncio.to_thread(run)
+        except TimeoutError as exc:
+            raise Unavailable(f"the Ray Jobs API at {self._address} did not answer in time") from exc
+        except (ConnectionError, OSError) as exc:
+            raise Unavailable(f"the Ray Jobs API at {self._address} is unreachable: {exc}") from exc
+
+    async def submit(
+        self,
+        *,
+        submission_id: str,
+        config_path: str,
+        num_cpus: float,
+        num_gpus: float,
+        metadata: dict[str, str],
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Start `python -m studio.training --config <config_path>` as a Ray job; return its submission id."""
+        entrypoint = shlex.join([self._python, "-m", "studio.training", "--config", config_path])
+        runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
+        return await self._call(
+            lambda client: client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                metadata=metadata,
+                runtime_env=runtime_env or None,
+                entrypoint_num_cpus=num_cpus,
+                entrypoint_num_gpus=num_gpus or None,
+            )
+        )
+
+    async def status(self, ray_job_id: str) -> LaunchStatus:
+        """Return the job's state and Ray's message.
+
+        Raises:
+            NotFound: Ray knows no such job (the cluster was replaced, or it was deleted).
+        """
+
+        def info(client: JobSubmissionClient) -> Any:
+            try:
+                return client.get_job_info(ray_job_id)
+            except RuntimeError as exc:
+                if "does not exist" in str(exc) or "404" in str(exc):
+                    return None
+                raise
+
+        found = await self._call(info)
+        if found is None:
+            raise NotFound(f"no Ray job {ray_job_id!r}", code="ray_job_not_found")
+        return LaunchStatus(state=STATES[found.status], message=found.message)
+
+    async def stop(self, ray_job_id: str) -> bool:
+        """Ask Ray to stop the job; return whether it was still running."""
+        return await self._call(lambda client: bool(client.stop_job(ray_job_id)))
+
+    async def logs(self, ray_job_id: str) -> str:
+        """Return everything the job printed."""
+        return await self._call(lambda client: str(client.get_job_logs(ray_job_id)))
