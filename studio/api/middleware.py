@@ -5,7 +5,6 @@ Pure ASGI (not `BaseHTTPMiddleware`) so streaming responses stream and each requ
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -16,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studio.logs import ACCESS_LOGGER, client_id_var, request_id_var
+from studio.schemas.common import ErrorDetail, ErrorResponse
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 error_log = logging.getLogger("studio.api")
@@ -31,10 +31,13 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _error_body(status: int, message: str, code: str, error_type: str) -> bytes:
-    return json.dumps(
-        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-    ).encode()
+def _error_body(message: str, code: str, error_type: str) -> bytes:
+    """The one error shape (`studio.schemas.common.ErrorResponse`), for answers sent below FastAPI."""
+    return (
+        ErrorResponse(error=ErrorDetail(message=message, type=error_type, code=code))
+        .model_dump_json()
+        .encode()
+    )
 
 
 async def _send_error(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
@@ -91,9 +94,7 @@ class RequestContextMiddleware:
             if response_started:
                 raise
             status = 500
-            body = _error_body(
-                500, f"internal error (request id {request_id})", "internal_error", "server_error"
-            )
+            body = _error_body(f"internal error (request id {request_id})", "internal_error", "server_error")
             await _send_error(
                 send, 500, body, [(b"x-request-id", request_id.encode())] if self.echo_header else []
             )
@@ -143,7 +144,7 @@ class DeclaredSizeLimitMiddleware:
                 and int(declared) > self.max_bytes
             ):
                 message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes} bytes"
-                body = _error_body(413, message, "payload_too_large", "invalid_request_error")
+                body = _error_body(message, "payload_too_large", "invalid_request_error")
                 await _send_error(send, 413, body, [])
                 return
         await self.app(scope, receive, send)

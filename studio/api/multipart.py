@@ -28,6 +28,7 @@ class MultipartUpload:
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.saw_file = False
+        self._file_complete = False
         self._header_name = b""
         self._header_value = b""
         self._disposition = b""
@@ -79,6 +80,13 @@ class MultipartUpload:
             raise InvalidInput(
                 f"malformed multipart body: {exc}", param="file", code="invalid_multipart"
             ) from exc
+        if self.saw_file and not self._file_complete:
+            # The body stopped before the file part's closing boundary: what arrived is a fragment.
+            raise InvalidInput(
+                "the multipart body ended inside the file part (no closing boundary)",
+                param=self._file_field,
+                code="invalid_multipart",
+            )
         if not self.saw_file:
             raise InvalidInput(
                 f"no '{self._file_field}' file part in the form", param=self._file_field, code="missing_file"
@@ -129,6 +137,8 @@ class MultipartUpload:
             )
 
     def _on_part_end(self) -> None:
-        if not self._in_file and self._name:
+        if self._in_file:
+            self._file_complete = True
+        elif self._name:
             self.fields[self._name] = self._field_data.decode("utf-8", errors="replace")
         self._in_file = False

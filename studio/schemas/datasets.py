@@ -81,12 +81,11 @@ class FilePublic(BaseModel):
             status = "processed"
         elif dataset.status == "invalid":
             status = "error"
-            first = dataset.errors[0] if dataset.errors else None
-            detail = f"{dataset.error_count} error(s)" + (
-                f"; first on line {first.line}: {first.message}"
-                if first and first.line
-                else (f"; {first.message}" if first else "")
-            )
+            detail = f"{dataset.error_count} error(s)"
+            if dataset.errors:
+                first = dataset.errors[0]
+                where = f" on line {first.line}" if first.line else ""
+                detail += f"; first{where}: {first.message}"
         return cls(
             id=dataset.id,
             bytes=dataset.bytes,

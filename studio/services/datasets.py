@@ -15,7 +15,7 @@ from studio.config import DatasetSettings
 from studio.domain.datasets import ValidationLimits
 from studio.domain.files import check_filename
 from studio.domain.ids import new_id, unix_now
-from studio.errors import Conflict, InvalidInput, NotFound, StudioError, Unavailable
+from studio.errors import Conflict, InvalidInput, NotFound, Unavailable
 from studio.ports import DatasetRepository, DatasetValidationRunner, FileStore, ObjectStore, WrittenFile
 from studio.schemas.datasets import Dataset, DatasetPreview, ListOrder, S3Mirror
 
@@ -112,7 +112,7 @@ class DatasetService:
                 return existing
             relative = f"{staged.client_id}/{staged.dataset_id}/{name}"
             await self._files.move(staged.written.relative_path, relative)
-        except StudioError:
+        except Exception:
             await self.discard(staged)
             raise
         dataset = Dataset(

@@ -50,29 +50,25 @@ class CommandTimer(monitoring.CommandListener):
         pass
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._log(event, ok=True)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._log(event, ok=False)
+
+    @staticmethod
+    def _log(event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, *, ok: bool) -> None:
         if db_log.isEnabledFor(logging.DEBUG):
             db_log.debug(
-                "db %s",
+                "db %s%s",
                 event.command_name,
+                "" if ok else " failed",
                 extra={
                     "db_command": event.command_name,
                     "db": event.database_name,
                     "duration_ms": round(event.duration_micros / 1000, 3),
-                    "ok": True,
+                    "ok": ok,
                 },
             )
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        db_log.debug(
-            "db %s failed",
-            event.command_name,
-            extra={
-                "db_command": event.command_name,
-                "db": event.database_name,
-                "duration_ms": round(event.duration_micros / 1000, 3),
-                "ok": False,
-            },
-        )
 
 
 class MongoStore:

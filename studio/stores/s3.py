@@ -41,7 +41,8 @@ class S3ObjectStore:
         A store that cannot reach S3 at start is still returned: S3 is a mirror, and `/readyz`
         reports it as degraded until it answers.
         """
-        assert settings.bucket is not None
+        if settings.bucket is None:
+            raise ValueError("S3ObjectStore needs STUDIO_S3__BUCKET")
         client = boto3.client(
             "s3",
             endpoint_url=settings.endpoint_url,

@@ -344,3 +344,22 @@ async def test_list_pagination_and_order(api: httpx.AsyncClient, tenant: tuple[s
     assert [item.id for item in rest.data] == ids[2:] and not rest.has_more
     newest_first = await client.files.list(order="desc")
     assert [item.id for item in newest_first.data] == ids[::-1]
+
+
+async def test_body_ending_inside_the_file_part_is_refused(
+    api: httpx.AsyncClient, tenant: tuple[str, dict[str, str]], settings: Settings
+) -> None:
+    boundary = "cut-short"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n'
+    ).encode() + jsonl(chat_rows(5))  # no closing boundary
+    response = await api.post(
+        "/v1/files",
+        content=body,
+        headers={**tenant[1], "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert_error(response, 422, "invalid_multipart")
+    assert (await api.get("/v1/files", headers=tenant[1])).json()["data"] == []
+    client_dir = settings.datasets_dir / tenant[0]
+    assert not client_dir.exists() or not [path for path in client_dir.rglob("*") if path.is_file()]
