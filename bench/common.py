@@ -65,5 +65,5 @@ def running_studio(**settings_overrides: Any) -> Iterator[RunningStudio]:
             secret = http.post(f"/admin/clients/{client['id']}/keys", headers=admin).json()["secret"]
         yield RunningStudio(url, data_dir, {"Authorization": f"Bearer {secret}"}, settings)
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()

@@ -118,6 +118,33 @@ class DatasetSettings(BaseModel):
     mirror_backoff_max_s: float = Field(default=600.0, gt=0)
 
 
+class TrainingSettings(BaseModel):
+    """Fine-tuning jobs: where they run, how they are followed, what "auto" resources mean."""
+
+    # The Ray Jobs API (dashboard URL). None: the cluster Mini Studio itself runs in.
+    jobs_address: str | None = None
+    # The Python that runs `python -m studio.training` on the cluster. None: the one running Mini Studio.
+    python: str | None = None
+    tracker_name: str = "studio-job-tracker"
+    poll_interval_s: float = Field(default=2.0, gt=0, le=300)
+    # Ray jobs launched per fine-tuning job: the first plus retries after platform failures.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    checkpoint_every_steps: int = Field(default=50, ge=0)
+    eval_every_steps: int = Field(default=50, ge=0)
+    max_seq_len: int = Field(default=2048, ge=16)
+    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
+    # On a cluster without GPUs: data-parallel CPU workers and the CPUs each reserves.
+    cpu_workers: int = Field(default=1, ge=1, le=256)
+    cpus_per_worker: float = Field(default=1.0, gt=0, le=256)
+    cpu_tflops: float = Field(default=0.2, gt=0)
+    # An accelerator Mini Studio has no figures for is taken to have these.
+    unknown_gpu_memory_gib: float = Field(default=24.0, gt=0)
+    unknown_gpu_tflops: float = Field(default=100.0, gt=0)
+    log_tail_max_bytes: int = Field(default=1 << 20, ge=1024)
+    stream_poll_s: float = Field(default=1.0, gt=0, le=60)
+    stream_max_s: float = Field(default=3600.0, gt=0)
+
+
 class DefaultLimits(BaseModel):
     """Limits given to a new client when the admin names none."""
 
@@ -148,6 +175,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     # The original design's DFS_BASE_PATH is honoured as well as STUDIO_DFS_BASE_PATH.
     dfs_base_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("dfs_base_path", "STUDIO_DFS_BASE_PATH", "DFS_BASE_PATH")
@@ -163,6 +191,16 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Each job's configuration, checkpoints and final model, under `<jobs_dir>/<job id>/`."""
+        return self.data_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Base models made or downloaded on the cluster (the tiny model, the Hugging Face cache)."""
+        return self.data_dir / "models"
 
     @property
     def datasets_dir(self) -> Path:

@@ -5,15 +5,25 @@ Every method either completes within its adapter's timeout or raises `studio.err
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from studio.domain.datasets import ValidationLimits, ValidationReport
+from studio.domain.jobs import JobStatus
+from studio.schemas.base_models import BaseModelEntry
 from studio.schemas.clients import ApiKey, Client
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
-from studio.schemas.jobs import LaunchStatus
+from studio.schemas.jobs import (
+    Checkpoint,
+    ClusterResources,
+    Job,
+    JobChanges,
+    JobEvent,
+    LaunchStatus,
+)
 
 
 class ClientRepository(Protocol):
@@ -152,6 +162,78 @@ class DatasetValidationRunner(Protocol):
     async def validate(self, relative_path: str, limits: ValidationLimits) -> ValidationReport: ...
 
 
+class JobRepository(Protocol):
+    """Fine-tuning jobs (`fine_tuning_jobs`)."""
+
+    async def insert(self, job: Job) -> None: ...
+
+    async def get(self, *, client_id: str, job_id: str) -> Job | None: ...
+
+    async def get_any(self, job_id: str) -> Job | None:
+        """Return the job whoever owns it (the tracker's view)."""
+        ...
+
+    async def list(
+        self, *, client_id: str, after: str | None, limit: int, metadata: dict[str, str]
+    ) -> list[Job]:
+        """Return the client's jobs, newest first, after the job `after`, matching every metadata pair."""
+        ...
+
+    async def list_active(self) -> builtins.list[Job]:
+        """Return every job not yet finished, oldest first (all clients)."""
+        ...
+
+    async def count_launched(self, client_id: str) -> int:
+        """Return how many of the client's unfinished jobs have a Ray job (they hold a slot)."""
+        ...
+
+    async def update(self, *, job_id: str, expected: JobStatus, changes: JobChanges) -> Job | None:
+        """Write `changes` if the stored status is still `expected`; return the stored job, or None."""
+        ...
+
+
+class JobEventRepository(Protocol):
+    """Job events (`fine_tuning_job_events`)."""
+
+    async def add(self, events: list[JobEvent]) -> None:
+        """Store the events; an event whose id is already stored is skipped (adding is idempotent)."""
+        ...
+
+    async def list(self, *, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
+        """Return the job's events newest first, older than the event `after`."""
+        ...
+
+    async def since(self, *, job_id: str, seq: int, limit: int) -> builtins.list[JobEvent]:
+        """Return the job's events with `seq` above `seq`, oldest first (for live streams)."""
+        ...
+
+
+class CheckpointRepository(Protocol):
+    """Checkpoints written by jobs (`fine_tuning_job_checkpoints`)."""
+
+    async def add(self, checkpoint: Checkpoint) -> None:
+        """Store the checkpoint; adding one already stored changes nothing."""
+        ...
+
+    async def list(self, *, job_id: str, after: str | None, limit: int) -> list[Checkpoint]:
+        """Return the job's checkpoints, highest step first."""
+        ...
+
+
+class BaseModelRepository(Protocol):
+    """The base-model registry (`base_models`)."""
+
+    async def put(self, entry: BaseModelEntry) -> None:
+        """Insert or replace the entry with the same id."""
+        ...
+
+    async def get(self, model_id: str) -> BaseModelEntry | None: ...
+
+    async def list(self) -> list[BaseModelEntry]: ...
+
+    async def delete(self, model_id: str) -> bool: ...
+
+
 class DocumentStore(Protocol):
     """The database: repositories plus lifecycle."""
 
@@ -163,6 +245,18 @@ class DocumentStore(Protocol):
 
     @property
     def uploads(self) -> UploadRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def job_events(self) -> JobEventRepository: ...
+
+    @property
+    def checkpoints(self) -> CheckpointRepository: ...
+
+    @property
+    def base_models(self) -> BaseModelRepository: ...
 
     async def ping(self) -> None: ...
 
@@ -227,3 +321,23 @@ class TrainingLauncher(Protocol):
     async def stop(self, ray_job_id: str) -> bool: ...
 
     async def logs(self, ray_job_id: str) -> str: ...
+
+
+class ClusterInfo(Protocol):
+    """What the compute cluster has."""
+
+    async def resources(self) -> ClusterResources: ...
+
+
+class JobNotifier(Protocol):
+    """Tells the job tracker that a job needs its attention now rather than at its next round."""
+
+    async def wake(self) -> None: ...
+
+
+class ModelInspector(Protocol):
+    """Reads what a model source says of itself."""
+
+    async def read_config(self, source: str) -> dict[str, Any] | None:
+        """Return the `config.json` of a local model directory, or None when `source` is not one."""
+        ...

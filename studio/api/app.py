@@ -11,7 +11,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
-from studio.api.routes import admin, datasets, files, health, me, uploads
+from studio.api.routes import admin, base_models, datasets, files, health, jobs, me, uploads
 from studio.api.services import Services
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
@@ -59,7 +59,11 @@ def create_api(
     app.add_middleware(RequestContextMiddleware, echo_header=echo_request_id)
     # Limits per router, not per app: FastAPI's app-level limit answers in plain text, outside the
     # error handlers; at router level an oversized chunked body becomes a 413 in the error shape.
-    for router in (health.router, admin.router, me.router):
+    json_routers = (
+        health.router, admin.router, me.router, base_models.admin_router, base_models.router, jobs.router,
+        jobs.seed_router,
+    )  # fmt: skip
+    for router in json_routers:
         app.include_router(router, max_body_size=max_body_bytes)
     # Upload routes stream their bodies to disk and enforce the file limits themselves; the router
     # limit only stops what no limit allows (multipart framing adds a little to the file's size).

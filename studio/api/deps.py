@@ -11,9 +11,11 @@ from studio.api.services import Services
 from studio.errors import Unavailable
 from studio.logs import client_id_var
 from studio.schemas.clients import Principal
+from studio.services.base_models import BaseModelService
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
+from studio.services.jobs import JobService
 from studio.services.uploads import UploadService
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
@@ -46,10 +48,20 @@ def get_uploads(services: ServicesDep) -> UploadService:
     return services.uploads
 
 
+def get_jobs(services: ServicesDep) -> JobService:
+    return services.jobs
+
+
+def get_base_models(services: ServicesDep) -> BaseModelService:
+    return services.base_models
+
+
 ClientsDep = Annotated[ClientService, Depends(get_clients)]
 HealthDep = Annotated[HealthService, Depends(get_health)]
 DatasetsDep = Annotated[DatasetService, Depends(get_datasets)]
 UploadsDep = Annotated[UploadService, Depends(get_uploads)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+BaseModelsDep = Annotated[BaseModelService, Depends(get_base_models)]
 
 
 def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:

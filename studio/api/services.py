@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.services.auth import AuthService
+from studio.services.base_models import BaseModelService
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
+from studio.services.jobs import JobService
 from studio.services.uploads import UploadService
 
 
@@ -18,3 +20,5 @@ class Services:
     health: HealthService
     datasets: DatasetService
     uploads: UploadService
+    base_models: BaseModelService
+    jobs: JobService

@@ -7,16 +7,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from studio.api.services import Services
+from studio.app.builtin_models import builtin_models
 from studio.config import Settings
-from studio.ports import DatasetValidationRunner
+from studio.ports import DatasetValidationRunner, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
+from studio.services.base_models import BaseModelService
 from studio.services.cache import ReadThroughCache
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.health import HealthService, Probe
+from studio.services.job_journal import JobJournal
+from studio.services.job_runner import JobRunner
+from studio.services.jobs import Compute, JobService
 from studio.services.uploads import UploadService
 from studio.stores.local_files import LocalFileStore, ThreadValidationRunner
+from studio.stores.model_configs import LocalModelInspector
 from studio.stores.mongo import MongoStore
 from studio.stores.redis_cache import RedisCache
 from studio.stores.s3 import S3ObjectStore
@@ -31,6 +37,7 @@ async def open_services(
     mongo_url: str,
     admin_key_hash: str,
     validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] = ThreadValidationRunner,
+    compute: Compute | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
@@ -74,6 +81,18 @@ async def open_services(
         uploads = UploadService(
             repository=store.uploads, files=files, datasets=datasets, settings=settings.datasets
         )
+        base_models = BaseModelService(repository=store.base_models, inspector=LocalModelInspector())
+        await base_models.install_builtins(builtin_models())
+        jobs = JobService(
+            jobs=store.jobs,
+            journal=JobJournal(jobs=store.jobs, events=store.job_events),
+            events=store.job_events,
+            checkpoints=store.checkpoints,
+            datasets=store.datasets,
+            base_models=base_models,
+            compute=compute,
+            settings=settings.training,
+        )
         datasets.start_worker()
         log.info(
             "services ready",
@@ -83,4 +102,41 @@ async def open_services(
                 "database": settings.store.database,
             },
         )
-        yield Services(clients=clients, auth=auth, health=health, datasets=datasets, uploads=uploads)
+        yield Services(
+            clients=clients,
+            auth=auth,
+            health=health,
+            datasets=datasets,
+            uploads=uploads,
+            base_models=base_models,
+            jobs=jobs,
+        )
+
+
+@asynccontextmanager
+async def open_job_runner(
+    settings: Settings, *, mongo_url: str, launcher: TrainingLauncher
+) -> AsyncIterator[JobRunner]:
+    """Connect the store and yield the tracker's `JobRunner` (not yet running); close it after."""
+    store = await MongoStore.connect(mongo_url, settings.store)
+    try:
+
+        async def concurrency_limit(client_id: str) -> int:
+            client = await store.clients.get_client(client_id)
+            return 0 if client is None or client.disabled else client.limits.max_concurrent_jobs
+
+        yield JobRunner(
+            jobs=store.jobs,
+            journal=JobJournal(jobs=store.jobs, events=store.job_events),
+            checkpoints=store.checkpoints,
+            datasets=store.datasets,
+            base_models=store.base_models,
+            dataset_files=LocalFileStore(settings.datasets_dir),
+            job_files=LocalFileStore(settings.jobs_dir),
+            launcher=launcher,
+            concurrency_limit=concurrency_limit,
+            settings=settings.training,
+            models_dir=settings.models_dir,
+        )
+    finally:
+        await store.close()

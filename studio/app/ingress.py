@@ -12,9 +12,13 @@ from studio.api.app import create_api
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
+from studio.app.job_tracker import ActorJobNotifier, job_tracker, jobs_api_address
 from studio.app.validation import RayTaskValidationRunner
+from studio.backends.ray_cluster import RayClusterInfo
+from studio.backends.ray_jobs import RayJobLauncher
 from studio.config import Settings
 from studio.logs import configure_logging
+from studio.services.jobs import Compute
 
 
 @serve.ingress()
@@ -45,11 +49,20 @@ class StudioIngress:
         else:
             mongo_url = await embedded_mongo_url(settings)
         threshold = settings.datasets.sync_validation_bytes
+        tracker = job_tracker(settings)
+        # Not awaited: the tracker connects in its own time; this replica must not wait on it to serve.
+        tracker.start.remote()
+        compute = Compute(
+            launcher=RayJobLauncher(jobs_api_address(settings), python=settings.training.python),
+            cluster=RayClusterInfo(timeout_s=settings.ray.actor_timeout_s),
+            notifier=ActorJobNotifier(tracker, timeout_s=settings.ray.actor_timeout_s),
+        )
         async with open_services(
             settings,
             mongo_url=mongo_url,
             admin_key_hash=self._admin_key_hash,
             validator_factory=lambda files: RayTaskValidationRunner(files, task_above_bytes=threshold),
+            compute=compute,
         ) as services:
             yield services
 

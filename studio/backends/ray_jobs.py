@@ -28,6 +28,9 @@ STATES: dict[JobStatus, LaunchState] = {
 }
 
 
+JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+
+
 class RayJobLauncher:
     def __init__(self, address: str, *, python: str | None = None, timeout_s: float = 30.0) -> None:
         self._address = address
@@ -48,6 +51,11 @@ class RayJobLauncher:
             raise Unavailable(f"the Ray Jobs API at {self._address} did not answer in time") from exc
         except (ConnectionError, OSError) as exc:
             raise Unavailable(f"the Ray Jobs API at {self._address} is unreachable: {exc}") from exc
+        except RuntimeError as exc:
+            # The SDK raises RuntimeError with the HTTP status; a 5xx is the Jobs API failing, not us.
+            if "status code 5" in str(exc):
+                raise Unavailable(f"the Ray Jobs API at {self._address} failed: {exc}") from exc
+            raise
 
     async def submit(
         self,
@@ -59,19 +67,47 @@ class RayJobLauncher:
         metadata: dict[str, str],
         env: dict[str, str] | None = None,
     ) -> str:
-        """Start `python -m studio.training --config <config_path>` as a Ray job; return its submission id."""
+        """Start `python -m studio.training --config <config_path>` as a Ray job; return its submission id.
+
+        Submitting an id Ray already has returns that id: a tracker that died between submitting and
+        recording the job adopts the Ray job instead of starting a second one.
+        """
         entrypoint = shlex.join([self._python, "-m", "studio.training", "--config", config_path])
-        runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
-        return await self._call(
-            lambda client: client.submit_job(
-                entrypoint=entrypoint,
-                submission_id=submission_id,
-                metadata=metadata,
-                runtime_env=runtime_env or None,
-                entrypoint_num_cpus=num_cpus,
-                entrypoint_num_gpus=num_gpus or None,
-            )
-        )
+        # Event lines must reach the log whole and one by one: no buffering, no merging of lines.
+        runtime_env: dict[str, Any] = {"env_vars": {**JOB_ENV, **(env or {})}}
+
+        def submit(client: JobSubmissionClient) -> str:
+            try:
+                return client.submit_job(
+                    entrypoint=entrypoint,
+                    submission_id=submission_id,
+                    metadata=metadata,
+                    runtime_env=runtime_env,
+                    entrypoint_num_cpus=num_cpus,
+                    entrypoint_num_gpus=num_gpus or None,
+                )
+            except RuntimeError as exc:
+                if "already exists" in str(exc):
+                    return submission_id
+                raise
+
+        return await self._call(submit)
+
+    async def _about(self, ray_job_id: str, func: Callable[[JobSubmissionClient], T]) -> T:
+        """Call `func` on one job; Ray's "no such job" becomes NotFound."""
+
+        def run(client: JobSubmissionClient) -> T | None:
+            try:
+                return func(client)
+            except RuntimeError as exc:
+                if "does not exist" in str(exc) or "404" in str(exc):
+                    return None
+                raise
+
+        found = await self._call(run)
+        if found is None:
+            raise NotFound(f"no Ray job {ray_job_id!r}", code="ray_job_not_found")
+        return found
 
     async def status(self, ray_job_id: str) -> LaunchStatus:
         """Return the job's state and Ray's message.
@@ -79,24 +115,13 @@ class RayJobLauncher:
         Raises:
             NotFound: Ray knows no such job (the cluster was replaced, or it was deleted).
         """
-
-        def info(client: JobSubmissionClient) -> Any:
-            try:
-                return client.get_job_info(ray_job_id)
-            except RuntimeError as exc:
-                if "does not exist" in str(exc) or "404" in str(exc):
-                    return None
-                raise
-
-        found = await self._call(info)
-        if found is None:
-            raise NotFound(f"no Ray job {ray_job_id!r}", code="ray_job_not_found")
+        found = await self._about(ray_job_id, lambda client: client.get_job_info(ray_job_id))
         return LaunchStatus(state=STATES[found.status], message=found.message)
 
     async def stop(self, ray_job_id: str) -> bool:
-        """Ask Ray to stop the job; return whether it was still running."""
-        return await self._call(lambda client: bool(client.stop_job(ray_job_id)))
+        """Ask Ray to stop the job; return whether it was still running. Raises NotFound."""
+        return await self._about(ray_job_id, lambda client: bool(client.stop_job(ray_job_id)))
 
     async def logs(self, ray_job_id: str) -> str:
-        """Return everything the job printed."""
-        return await self._call(lambda client: str(client.get_job_logs(ray_job_id)))
+        """Return everything the job printed. Raises NotFound."""
+        return await self._about(ray_job_id, lambda client: str(client.get_job_logs(ray_job_id)))

@@ -123,8 +123,14 @@ def lora_parameters(shape: ModelShape, rank: int, modules: tuple[str, ...]) -> i
     return per_layer * shape.layers
 
 
-def estimate(shape: ModelShape, plan: TrainingPlan, device: Device) -> Estimate:
-    """Return memory per worker, workers needed and wall time; `fits` False with the reason if none fit."""
+def estimate(
+    shape: ModelShape, plan: TrainingPlan, device: Device, *, max_workers: int = MAX_WORKERS
+) -> Estimate:
+    """Return memory per worker, workers needed and wall time; `fits` False with the reason if none fit.
+
+    `max_workers` caps the sharding of a full fine-tune (1: every worker holds a whole copy, as with
+    data-parallel CPU workers).
+    """
     weight_bytes_per_param = 2 if plan.precision == "bf16" else 4
     weights = shape.parameters * weight_bytes_per_param
     if plan.method == "lora":
@@ -142,7 +148,7 @@ def estimate(shape: ModelShape, plan: TrainingPlan, device: Device) -> Estimate:
     )
     workers, per_worker = 1, sharded_state + activations
     # Only full fine-tunes shard their state; a LoRA job that does not fit one device fits none.
-    while per_worker > budget and plan.method == "full" and workers < MAX_WORKERS:
+    while per_worker > budget and plan.method == "full" and workers < max_workers:
         workers *= 2
         per_worker = sharded_state // workers + activations
     fits = per_worker <= budget
@@ -167,3 +173,27 @@ def estimate(shape: ModelShape, plan: TrainingPlan, device: Device) -> Estimate:
         tokens_to_train=tokens,
         wall_time_s=wall,
     )
+
+
+# Ray's `accelerator_type:<name>` resources -> memory and dense bf16 TFLOP/s (vendor datasheets). Ray
+# names the A100 variants `A100-40G` / `A100-80G` on recent versions; plain `A100` is taken as 40 GB.
+ACCELERATORS: dict[str, Device] = {
+    device.kind: device
+    for device in (
+        Device("H200", 141 * GIB, 989.0),
+        Device("H100", 80 * GIB, 989.0),
+        Device("A100-80G", 80 * GIB, 312.0),
+        Device("A100-40G", 40 * GIB, 312.0),
+        Device("A100", 40 * GIB, 312.0),
+        Device("L40S", 48 * GIB, 362.0),
+        Device("A10G", 24 * GIB, 125.0),
+        Device("L4", 24 * GIB, 121.0),
+        Device("V100", 16 * GIB, 125.0),
+        Device("T4", 16 * GIB, 65.0),
+    )
+}
+
+
+def accelerator(kind: str, *, default_memory_bytes: int, default_tflops: float) -> Device:
+    """Return the known figures for an accelerator kind, or the given defaults for an unknown one."""
+    return ACCELERATORS.get(kind) or Device(kind, default_memory_bytes, default_tflops)

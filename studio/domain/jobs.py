@@ -65,3 +65,37 @@ def parse_fine_tuned_model_name(name: str) -> tuple[str, str, str, str] | None:
     if len(parts) != 4 or not all(parts[i] for i in (0, 1, 3)):
         return None
     return parts[0], parts[1], parts[2], parts[3]
+
+
+# Learning rates that `learning_rate_multiplier` scales: LoRA adapters start from zero and take a larger
+# step than a full fine-tune, which moves every pretrained weight.
+BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+DEFAULT_EPOCHS = 3
+MAX_AUTO_BATCH = 32
+
+
+def auto_epochs(rows: int) -> int:
+    """Return the epochs "auto" means: 3, more for tiny datasets (about 100 examples seen in all, max 10)."""
+    if rows <= 0:
+        return DEFAULT_EPOCHS
+    return max(DEFAULT_EPOCHS, min(10, -(-100 // rows)))
+
+
+def auto_batch_size(rows: int) -> int:
+    """Return the batch size "auto" means: about 0.2% of the examples, between 1 and 32, a power of two."""
+    target = max(1, min(MAX_AUTO_BATCH, rows // 500))
+    return 1 << (target.bit_length() - 1)
+
+
+def learning_rate(method: str, multiplier: float) -> float:
+    """Return the optimizer's peak learning rate for `method` scaled by `multiplier`."""
+    return BASE_LEARNING_RATE[method] * multiplier
+
+
+def classify_exit(message: str | None) -> ErrorKind:
+    """Tell a user error from a platform error by the training process's exit code in Ray's message.
+
+    The entrypoint exits 2 for a user error (bad data or hyperparameters); anything else (1, a signal,
+    a lost node) is the platform's.
+    """
+    return "user" if message and re.search(r"exit code 2\b", message) else "platform"

@@ -7,7 +7,7 @@ The request accepts OpenAI's legacy top-level `hyperparameters` and the newer
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -78,6 +78,20 @@ class JobCreate(BaseModel):
         return self.hyperparameters or HyperparametersIn()
 
 
+class SeedJobCreate(JobCreate):
+    """Body of the original `/fine_tuning/submit-finetune`: OpenAI's, or `base_model` and `dataset_id`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for seed, openai in (("base_model", "model"), ("dataset_id", "training_file")):
+                if seed in data and openai not in data:
+                    data[openai] = data.pop(seed)
+        return data
+
+
 class Hyperparameters(BaseModel):
     """Hyperparameters with every "auto" decided (stored on the job, shown by OpenAI's API)."""
 
@@ -100,8 +114,39 @@ class JobError(BaseModel):
     kind: ErrorKind
 
 
+class JobResources(BaseModel):
+    """What a job asks of the cluster, decided from the estimate when it is created."""
+
+    accelerator: str
+    workers: int
+    num_cpus_per_worker: float
+    num_gpus_per_worker: float
+    memory_per_worker_bytes: int
+    estimated_wall_time_s: float
+    precision: Literal["bf16", "fp32"]
+
+
+class JobProgress(BaseModel):
+    """The latest figures the training process reported."""
+
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: float | None = None
+    checkpoint_step: int | None = None
+
+
 class Job(BaseModel):
-    """A job as stored in `fine_tuning_jobs` (`_id` = `id`)."""
+    """A job as stored in `fine_tuning_jobs` (`_id` = `id`).
+
+    `attempts` counts Ray jobs launched for it (retries included); `ray_job_id` is the current one and
+    `log_offset` how far its log has been read for events.
+    """
 
     id: str
     client_id: str
@@ -117,10 +162,249 @@ class Job(BaseModel):
     error: JobError | None = None
     ray_job_id: str | None = None
     attempts: int = 0
+    log_offset: int = 0
+    resources: JobResources | None = None
+    progress: JobProgress = Field(default_factory=JobProgress)
+    output_dir: str | None = None
     trained_tokens: int | None = None
+    result_files: list[str] = Field(default_factory=list)
     created_at: int
+    started_at: int | None = None
     finished_at: int | None = None
     estimated_finish: int | None = None
+
+
+class JobChanges(BaseModel):
+    """Fields a job update sets; only those given are written (`model_dump(exclude_unset=True)`)."""
+
+    status: JobStatus | None = None
+    fine_tuned_model: str | None = None
+    error: JobError | None = None
+    ray_job_id: str | None = None
+    attempts: int | None = None
+    log_offset: int | None = None
+    progress: JobProgress | None = None
+    output_dir: str | None = None
+    trained_tokens: int | None = None
+    result_files: list[str] | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    estimated_finish: int | None = None
+
+
+class PublicHyperparameters(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class PublicSupervised(BaseModel):
+    hyperparameters: PublicHyperparameters
+
+
+class PublicMethod(BaseModel):
+    type: Literal["supervised"] = "supervised"
+    supervised: PublicSupervised
+
+
+class PublicError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    kind: ErrorKind
+
+
+class JobPublic(BaseModel):
+    """OpenAI's `fine_tuning.job`, plus Mini Studio's `ray_job_id`, `resources`, `progress`, `attempts`."""
+
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    created_at: int
+    error: PublicError | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    hyperparameters: PublicHyperparameters
+    method: PublicMethod
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: JobStatus
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    estimated_finish: int | None
+    integrations: list[Any] = Field(default_factory=list)
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+    fine_tuning_method: Literal["lora", "full"]
+    lora: dict[str, Any] | None
+    ray_job_id: str | None
+    attempts: int
+    resources: JobResources | None
+    progress: JobProgress
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        hp = job.hyperparameters
+        public_hp = PublicHyperparameters(
+            n_epochs=hp.n_epochs,
+            batch_size=hp.batch_size,
+            learning_rate_multiplier=hp.learning_rate_multiplier,
+        )
+        lora = None
+        if hp.fine_tuning_method == "lora":
+            lora = {"r": hp.lora_r, "alpha": hp.lora_alpha, "dropout": hp.lora_dropout,
+                    "target_modules": hp.lora_target_modules}  # fmt: skip
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            error=PublicError(**job.error.model_dump()) if job.error else None,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=job.finished_at,
+            hyperparameters=public_hp,
+            method=PublicMethod(supervised=PublicSupervised(hyperparameters=public_hp)),
+            model=job.model,
+            organization_id=job.client_id,
+            result_files=job.result_files,
+            seed=job.seed,
+            status=job.status,
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            estimated_finish=job.estimated_finish,
+            metadata=job.metadata or None,
+            user_provided_suffix=job.suffix,
+            fine_tuning_method=hp.fine_tuning_method,
+            lora=lora,
+            ray_job_id=job.ray_job_id,
+            attempts=job.attempts,
+            resources=job.resources,
+            progress=job.progress,
+        )
+
+
+EventLevel = Literal["info", "warn", "error"]
+EventType = Literal["message", "metrics"]
+
+
+class JobEvent(BaseModel):
+    """One event in `fine_tuning_job_events`. `seq` orders a job's events (microseconds, unique)."""
+
+    id: str
+    job_id: str
+    client_id: str
+    seq: int
+    created_at: int
+    level: EventLevel
+    message: str
+    type: EventType = "message"
+    data: dict[str, Any] | None = None
+
+
+class JobEventPublic(BaseModel):
+    """OpenAI's `fine_tuning.job.event`."""
+
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: EventLevel
+    message: str
+    type: EventType
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: JobEvent) -> JobEventPublic:
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=event.data,
+        )
+
+
+class CheckpointMetrics(BaseModel):
+    step: int
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+
+
+class Checkpoint(BaseModel):
+    """A checkpoint written by a job, in `fine_tuning_job_checkpoints`."""
+
+    id: str
+    job_id: str
+    client_id: str
+    step: int
+    path: str
+    model_name: str
+    metrics: CheckpointMetrics
+    created_at: int
+
+
+class CheckpointPublic(BaseModel):
+    """OpenAI's `fine_tuning.job.checkpoint`, plus where the files are."""
+
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+    path: str
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointPublic:
+        return cls(
+            id=checkpoint.id,
+            created_at=checkpoint.created_at,
+            fine_tuned_model_checkpoint=checkpoint.model_name,
+            fine_tuning_job_id=checkpoint.job_id,
+            metrics=checkpoint.metrics,
+            step_number=checkpoint.step,
+            path=checkpoint.path,
+        )
+
+
+class GpuPool(BaseModel):
+    total: float
+    free: float
+
+
+class ClusterResources(BaseModel):
+    """What the Ray cluster has (total) and has not reserved yet (free)."""
+
+    object: Literal["cluster.resources"] = "cluster.resources"
+    nodes: int
+    cpus_total: float
+    cpus_free: float
+    gpus_total: float
+    gpus_free: float
+    gpus_by_type: dict[str, GpuPool]
+    memory_total_bytes: int
+    memory_free_bytes: int
+    largest_node_memory_bytes: int
+
+
+class JobEstimate(BaseModel):
+    """The dry run of a job: the plan, what it needs, and whether the cluster can ever run it."""
+
+    object: Literal["fine_tuning.job.estimate"] = "fine_tuning.job.estimate"
+    model: str
+    hyperparameters: Hyperparameters
+    dataset_tokens: int
+    sequence_length: int
+    tokens_to_train: int
+    trainable_parameters: int
+    total_parameters: int
+    resources: JobResources
+    fits: bool
+    fits_now: bool
+    reason: str | None
 
 
 LaunchState = Literal["pending", "running", "succeeded", "failed", "stopped"]

@@ -14,6 +14,8 @@ from studio.logs import DB_LOGGER
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_clients import MongoClientRepository
 from studio.stores.mongo_datasets import MongoDatasetRepository, MongoUploadRepository
+from studio.stores.mongo_jobs import MongoCheckpointRepository, MongoJobEventRepository, MongoJobRepository
+from studio.stores.mongo_models import MongoBaseModelRepository
 
 db_log = logging.getLogger(DB_LOGGER)
 
@@ -37,8 +39,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "uploads": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
-        IndexModel([("status", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
     ],
+    "fine_tuning_job_events": [IndexModel([("job_id", ASCENDING), ("seq", ASCENDING)])],
+    "fine_tuning_job_checkpoints": [IndexModel([("job_id", ASCENDING), ("step", ASCENDING)])],
     "model_routing": [IndexModel([("client_id", ASCENDING), ("model", ASCENDING)], unique=True)],
 }
 
@@ -80,6 +84,10 @@ class MongoStore:
         self._clients = MongoClientRepository(database)
         self._datasets = MongoDatasetRepository(database)
         self._uploads = MongoUploadRepository(database)
+        self._jobs = MongoJobRepository(database)
+        self._job_events = MongoJobEventRepository(database)
+        self._checkpoints = MongoCheckpointRepository(database)
+        self._base_models = MongoBaseModelRepository(database)
 
     @classmethod
     async def connect(cls, url: str, settings: StoreSettings) -> MongoStore:
@@ -119,6 +127,22 @@ class MongoStore:
     @property
     def uploads(self) -> MongoUploadRepository:
         return self._uploads
+
+    @property
+    def jobs(self) -> MongoJobRepository:
+        return self._jobs
+
+    @property
+    def job_events(self) -> MongoJobEventRepository:
+        return self._job_events
+
+    @property
+    def checkpoints(self) -> MongoCheckpointRepository:
+        return self._checkpoints
+
+    @property
+    def base_models(self) -> MongoBaseModelRepository:
+        return self._base_models
 
     async def ping(self) -> None:
         with mongo_errors():

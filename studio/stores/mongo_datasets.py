@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studio.domain.datasets import ValidationReport
+from studio.domain.jobs import ACTIVE
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
 from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
-
-ACTIVE_JOB_STATUSES = ["validating_files", "queued", "running"]
+from studio.stores.mongo_paging import page
 
 
 class MongoDatasetRepository:
@@ -37,24 +37,16 @@ class MongoDatasetRepository:
             )
 
     async def list(self, *, client_id: str, after: str | None, limit: int, order: ListOrder) -> list[Dataset]:
-        direction = ASCENDING if order == "asc" else DESCENDING
-        query: dict[str, Any] = {"client_id": client_id}
         with mongo_errors():
-            if after is not None:
-                anchor = await self._datasets.find_one({"_id": after, "client_id": client_id})
-                if anchor is None:
-                    return []
-                op = "$gt" if order == "asc" else "$lt"
-                query["$or"] = [
-                    {"created_at": {op: anchor["created_at"]}},
-                    {"created_at": anchor["created_at"], "_id": {op: after}},
-                ]
-            cursor = self._datasets.find(query).sort([("created_at", direction), ("_id", direction)])
-            return [
-                d
-                for doc in await cursor.limit(limit).to_list()
-                if (d := from_document(Dataset, doc)) is not None
-            ]
+            docs = await page(
+                self._datasets,
+                {"client_id": client_id},
+                key="created_at",
+                after=after,
+                limit=limit,
+                ascending=order == "asc",
+            )
+        return [d for doc in docs if (d := from_document(Dataset, doc)) is not None]
 
     async def change_status(
         self,
@@ -124,7 +116,7 @@ class MongoDatasetRepository:
             job = await self._jobs.find_one(
                 {
                     "client_id": client_id,
-                    "status": {"$in": ACTIVE_JOB_STATUSES},
+                    "status": {"$in": sorted(ACTIVE)},
                     "$or": [{"training_file": dataset_id}, {"validation_file": dataset_id}],
                 },
                 projection={"_id": 1},

@@ -20,8 +20,15 @@ from tests.conftest import S3Endpoint, make_settings
 
 
 def sdk(api: httpx.AsyncClient, headers: dict[str, str]) -> openai.AsyncOpenAI:
+    """The official SDK, sending its requests through the in-process client `api`."""
     key = headers["Authorization"].removeprefix("Bearer ")
-    return openai.AsyncOpenAI(api_key=key, base_url="http://studio/v1", http_client=api, max_retries=0)
+    # openai 3.5x is typed for httpx2's client; httpx's has the same interface and works unchanged.
+    return openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://studio/v1",
+        http_client=api,  # type: ignore[arg-type]
+        max_retries=0,
+    )
 
 
 @pytest.fixture

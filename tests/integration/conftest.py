@@ -73,7 +73,7 @@ def serve_app(
         settings=settings,
         admin={"Authorization": f"Bearer {settings.admin_key.get_secret_value()}"},
     )
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

@@ -1,0 +1,35 @@
+"""Base models every Mini Studio has, whatever the admin registers."""
+
+from __future__ import annotations
+
+from studio.domain.estimate import shape_from_config
+from studio.domain.ids import unix_now
+from studio.schemas.base_models import BaseModelEntry, ModelShapeOut
+from studio.training.tiny_model import TINY_MODEL_NAME
+
+# The shape of the model `studio.training.tiny_model` builds on first use (a 2-layer Llama).
+TINY_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+    "vocab_size": 1024,
+}
+
+
+def builtin_models() -> list[BaseModelEntry]:
+    """Return the registry entries of the built-in models (sources resolved on the cluster)."""
+    return [
+        BaseModelEntry(
+            id=TINY_MODEL_NAME,
+            source=TINY_MODEL_NAME,
+            shape=ModelShapeOut.of(shape_from_config(TINY_CONFIG)),
+            chat_template=True,
+            description="A 2-layer Llama with random weights, made locally on first use (tests and demos).",
+            builtin=True,
+            created_at=unix_now(),
+        )
+    ]

@@ -1,0 +1,75 @@
+"""`ClusterInfo` from the Ray cluster this process is connected to (the ingress replica's or an actor's)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+from studio.errors import Unavailable
+from studio.schemas.jobs import ClusterResources, GpuPool
+
+ACCELERATOR_PREFIX = "accelerator_type:"
+
+
+def summarize(
+    total: dict[str, float], free: dict[str, float], nodes: list[dict[str, Any]]
+) -> ClusterResources:
+    """Return the cluster's resources from Ray's totals, free amounts and node list.
+
+    GPUs are grouped by the `accelerator_type:<kind>` resource of their node; GPUs on a node that
+    declares none are counted under "GPU".
+    """
+    by_type: dict[str, GpuPool] = {}
+    alive = [node for node in nodes if node.get("Alive")]
+    for node in alive:
+        resources: dict[str, float] = node.get("Resources", {})
+        gpus = resources.get("GPU", 0.0)
+        if gpus <= 0:
+            continue
+        kinds = [
+            key.removeprefix(ACCELERATOR_PREFIX) for key in resources if key.startswith(ACCELERATOR_PREFIX)
+        ]
+        kind = kinds[0] if kinds else "GPU"
+        pool = by_type.get(kind, GpuPool(total=0, free=0))
+        by_type[kind] = GpuPool(total=pool.total + gpus, free=pool.free)
+    # Ray reports free GPUs per cluster, not per node: share them out over the kinds by their totals.
+    gpus_total = total.get("GPU", 0.0)
+    gpus_free = free.get("GPU", 0.0)
+    for kind, pool in by_type.items():
+        share = pool.total / gpus_total if gpus_total else 0.0
+        by_type[kind] = GpuPool(total=pool.total, free=round(gpus_free * share, 3))
+    memories = [int(node.get("Resources", {}).get("memory", 0)) for node in alive]
+    return ClusterResources(
+        nodes=len(alive),
+        cpus_total=total.get("CPU", 0.0),
+        cpus_free=free.get("CPU", 0.0),
+        gpus_total=gpus_total,
+        gpus_free=gpus_free,
+        gpus_by_type=by_type,
+        memory_total_bytes=int(total.get("memory", 0)),
+        memory_free_bytes=int(free.get("memory", 0)),
+        largest_node_memory_bytes=max(memories, default=0),
+    )
+
+
+class RayClusterInfo:
+    def __init__(self, *, timeout_s: float = 10.0) -> None:
+        self._timeout_s = timeout_s
+
+    async def resources(self) -> ClusterResources:
+        """Raises Unavailable when the cluster's control store does not answer in time."""
+
+        def read() -> ClusterResources:
+            return summarize(
+                ray.cluster_resources(),  # type: ignore[no-untyped-call]
+                ray.available_resources(),  # type: ignore[no-untyped-call]
+                ray.nodes(),  # type: ignore[no-untyped-call]
+            )
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await asyncio.to_thread(read)
+        except TimeoutError as exc:
+            raise Unavailable("the Ray cluster did not report its resources in time") from exc

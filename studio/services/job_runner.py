@@ -1,0 +1,368 @@
+"""The tracker's loop: move every unfinished job along, launch its Ray job, follow it to the end.
+
+It is a reconciliation loop: each round reads the active jobs from the store and compares them with
+what Ray says, so a tracker that restarts (or a Serve app redeployed mid-job) picks up where the last
+one stopped, and a job whose Ray job is gone does not stay `running`: it is retried or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from studio.config import TrainingSettings
+from studio.domain.ids import unix_now
+from studio.domain.jobs import classify_exit, fine_tuned_model_name, learning_rate
+from studio.domain.training_events import TrainingEvent, describe, parse_events
+from studio.errors import NotFound, StudioError
+from studio.ports import (
+    BaseModelRepository,
+    CheckpointRepository,
+    DatasetRepository,
+    FileStore,
+    JobRepository,
+    TrainingLauncher,
+)
+from studio.schemas.jobs import (
+    Checkpoint,
+    CheckpointMetrics,
+    Job,
+    JobChanges,
+    JobError,
+    JobEvent,
+    JobProgress,
+    LaunchStatus,
+)
+from studio.services.job_journal import JobJournal
+from studio.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+ConcurrencyLimit = Callable[[str], Awaitable[int]]
+PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class JobRunner:
+    """Advances jobs: `validating_files -> queued -> (Ray job) -> running -> succeeded | failed`."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRepository,
+        journal: JobJournal,
+        checkpoints: CheckpointRepository,
+        datasets: DatasetRepository,
+        base_models: BaseModelRepository,
+        dataset_files: FileStore,
+        job_files: FileStore,
+        launcher: TrainingLauncher,
+        concurrency_limit: ConcurrencyLimit,
+        settings: TrainingSettings,
+        models_dir: Path,
+    ) -> None:
+        self._jobs = jobs
+        self._journal = journal
+        self._checkpoints = checkpoints
+        self._datasets = datasets
+        self._models = base_models
+        self._dataset_files = dataset_files
+        self._job_files = job_files
+        self._launcher = launcher
+        self._limit = concurrency_limit
+        self._settings = settings
+        self._models_dir = models_dir
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Start the next round now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run rounds until `stop`; a failing round is logged and the next one tries again."""
+        while not self._stopping:
+            try:
+                await self.round()
+            except StudioError as exc:  # the store or Ray unreachable: wait and try again
+                log.warning("job tracker round failed: %s", exc)
+            except Exception:
+                log.exception("job tracker round failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.poll_interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def round(self) -> None:
+        """Advance every unfinished job once."""
+        for job in await self._jobs.list_active():
+            try:
+                await self.advance(job)
+            except StudioError as exc:
+                log.warning("could not advance job %s: %s", job.id, exc, extra={"job_id": job.id})
+
+    async def advance(self, job: Job) -> None:
+        if job.status == "validating_files":
+            await self._check_files(job)
+        elif job.status == "queued" and job.ray_job_id is None:
+            await self._launch(job)
+        elif job.ray_job_id is not None:
+            await self._follow(job)
+
+    # -- validating_files -> queued -----------------------------------------------------------
+
+    async def _check_files(self, job: Job) -> None:
+        params = [("training_file", job.training_file)]
+        if job.validation_file is not None:
+            params.append(("validation_file", job.validation_file))
+        for param, dataset_id in params:
+            dataset = await self._datasets.get(client_id=job.client_id, dataset_id=dataset_id)
+            if dataset is None or dataset.status == "invalid":
+                why = "was deleted" if dataset is None else f"is invalid ({dataset.error_count} error(s))"
+                error = JobError(
+                    code=f"invalid_{param}", message=f"{param} {dataset_id} {why}", param=param, kind="user"
+                )
+                await self._fail(job, error)
+                return
+            if dataset.status != "ready":
+                return
+        await self._journal.transition(job, "queued", message="Files validated, moving job to queued state")
+
+    # -- queued -> launched -------------------------------------------------------------------
+
+    def train_config(self, job: Job, *, source: str, training: str, validation: str | None) -> TrainConfig:
+        """Return the entrypoint's configuration for `job` (every value decided at creation)."""
+        hp = job.hyperparameters
+        resources = job.resources
+        workers = resources.workers if resources else 1
+        return TrainConfig(
+            base_model=source,
+            models_dir=self._models_dir,
+            training_file=Path(training),
+            validation_file=Path(validation) if validation else None,
+            output_dir=self._job_files.absolute(job.id),
+            method=hp.fine_tuning_method,
+            n_epochs=hp.n_epochs,
+            batch_size=hp.batch_size,
+            learning_rate=learning_rate(hp.fine_tuning_method, hp.learning_rate_multiplier),
+            lora_r=hp.lora_r,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            lora_target_modules=tuple(hp.lora_target_modules),
+            max_seq_len=self._settings.max_seq_len,
+            seed=job.seed,
+            eval_every_steps=self._settings.eval_every_steps,
+            checkpoint_every_steps=self._settings.checkpoint_every_steps,
+            warmup_ratio=self._settings.warmup_ratio,
+            num_workers=workers,
+            use_gpu=bool(resources and resources.num_gpus_per_worker > 0),
+            cpus_per_worker=resources.num_cpus_per_worker if resources else self._settings.cpus_per_worker,
+            ray_train=workers > 1,
+        )
+
+    async def _launch(self, job: Job) -> None:
+        if await self._jobs.count_launched(job.client_id) >= await self._limit(job.client_id):
+            return  # waits in `queued` for one of the client's running jobs to finish
+        model = await self._models.get(job.model)
+        if model is None:
+            error = JobError(code="model_not_found", message=f"unknown base model {job.model}", kind="user")
+            await self._fail(job, error, param="model")
+            return
+        paths: list[str | None] = []
+        for dataset_id in (job.training_file, job.validation_file):
+            found = None
+            if dataset_id is not None:
+                found = await self._datasets.get(client_id=job.client_id, dataset_id=dataset_id)
+            paths.append(str(self._dataset_files.absolute(found.local_path)) if found else None)
+        if paths[0] is None:
+            error = JobError(
+                code="invalid_training_file", message="the training file was deleted", kind="user"
+            )
+            await self._fail(job, error, param="training_file")
+            return
+        config = self.train_config(job, source=model.source, training=paths[0], validation=paths[1])
+        config_path = f"{job.id}/config.json"
+        await self._job_files.write(
+            config_path, _one(config.model_dump_json(indent=2).encode()), max_bytes=1 << 20
+        )
+        attempt = job.attempts + 1
+        resources = job.resources
+        distributed = config.ray_train
+        ray_job_id = await self._launcher.submit(
+            submission_id=f"{job.id}-attempt-{attempt}",
+            config_path=str(self._job_files.absolute(config_path)),
+            # With Ray Train the driver only coordinates; the workers reserve the CPUs and GPUs.
+            num_cpus=0 if distributed else config.cpus_per_worker,
+            num_gpus=0 if distributed or resources is None else resources.num_gpus_per_worker,
+            metadata={"studio_job_id": job.id, "client_id": job.client_id, "attempt": str(attempt)},
+        )
+        launched = await self._jobs.update(
+            job_id=job.id,
+            expected="queued",
+            changes=JobChanges(
+                ray_job_id=ray_job_id, attempts=attempt, log_offset=0, output_dir=str(config.output_dir)
+            ),
+        )
+        if launched is None:  # cancelled while it was being launched
+            with contextlib.suppress(StudioError):
+                await self._launcher.stop(ray_job_id)
+            return
+        await self._journal.record(launched, f"Launched Ray job {ray_job_id} (attempt {attempt})")
+
+    # -- following a Ray job ------------------------------------------------------------------
+
+    async def _follow(self, job: Job) -> None:
+        assert job.ray_job_id is not None
+        try:
+            status = await self._launcher.status(job.ray_job_id)
+        except NotFound:
+            await self._retry_or_fail(job, f"Ray job {job.ray_job_id} no longer exists")
+            return
+        if status.state == "pending":
+            return
+        job = await self._read_events(job)
+        if job.status == "queued":
+            started = await self._journal.transition(
+                job, "running", JobChanges(started_at=unix_now()), message="Fine-tuning job started"
+            )
+            if started is None:
+                return
+            job = started
+        if status.state == "running":
+            return
+        await self._finish(job, status)
+
+    async def _read_events(self, job: Job) -> Job:
+        """Store the new events of the job's log and its progress; return the job as updated."""
+        assert job.ray_job_id is not None
+        try:
+            text = await self._launcher.logs(job.ray_job_id)
+        except NotFound:
+            return job
+        events, offset = parse_events(text, job.log_offset)
+        if not events and offset == job.log_offset:
+            return job
+        progress = job.progress.model_copy()
+        stored: list[JobEvent] = []
+        for event in events:
+            stored.append(self._event_of(job, event))
+            fields = event.fields
+            if event.type == "metrics":
+                progress = progress.model_copy(
+                    update={k: v for k, v in fields.items() if k in PROGRESS_FIELDS and v is not None}
+                )
+            elif event.type == "checkpoint":
+                progress = progress.model_copy(update={"checkpoint_step": fields.get("step")})
+                await self._checkpoints.add(self._checkpoint_of(job, event, progress))
+        await self._journal.add(stored)
+        changes = JobChanges(log_offset=offset, progress=progress)
+        if progress.eta_seconds is not None:
+            changes.estimated_finish = unix_now() + int(progress.eta_seconds)
+        updated = await self._jobs.update(job_id=job.id, expected=job.status, changes=changes)
+        return updated or job
+
+    def _event_of(self, job: Job, event: TrainingEvent) -> JobEvent:
+        level, message = describe(event)
+        data = {k: v for k, v in event.fields.items() if k != "type"}
+        return self._journal.event(
+            job,
+            message,
+            level=level,
+            type="metrics" if event.type == "metrics" else "message",
+            data=data,
+            # One id per (attempt, position in the log): reading the same log again adds nothing.
+            event_id=f"ftevent-{job.id.removeprefix('ftjob-')}-{job.attempts}-{event.end_offset}",
+        )
+
+    def _checkpoint_of(self, job: Job, event: TrainingEvent, progress: JobProgress) -> Checkpoint:
+        step = int(event.fields.get("step", 0))
+        name = fine_tuned_model_name(
+            base_model=job.model, client_id=job.client_id, suffix=job.suffix, job_id=job.id
+        )
+        return Checkpoint(
+            id=f"ftckpt-{job.id.removeprefix('ftjob-')}-{step}",
+            job_id=job.id,
+            client_id=job.client_id,
+            step=step,
+            path=str(event.fields.get("path", "")),
+            model_name=f"{name}:ckpt-step-{step}",
+            metrics=CheckpointMetrics(
+                step=step,
+                train_loss=progress.train_loss,
+                valid_loss=progress.valid_loss,
+                valid_mean_token_accuracy=progress.valid_mean_token_accuracy,
+            ),
+            created_at=unix_now(),
+        )
+
+    async def _outcome(self, job: Job) -> list[TrainingEvent]:
+        """Return every event of the job's current attempt (its result may have been read earlier)."""
+        assert job.ray_job_id is not None
+        try:
+            text = await self._launcher.logs(job.ray_job_id)
+        except NotFound:
+            return []
+        return parse_events(text, 0)[0]
+
+    async def _finish(self, job: Job, status: LaunchStatus) -> None:
+        events = await self._outcome(job)
+        result = next((e.fields for e in reversed(events) if e.type == "result"), None)
+        error = next((e.fields for e in reversed(events) if e.type == "error"), None)
+        if status.state == "succeeded" and result is not None and not result.get("stopped"):
+            final = result.get("final_path")
+            changes = JobChanges(
+                fine_tuned_model=fine_tuned_model_name(
+                    base_model=job.model, client_id=job.client_id, suffix=job.suffix, job_id=job.id
+                ),
+                trained_tokens=int(result.get("trained_tokens") or 0),
+                result_files=[str(final)] if final else [],
+                finished_at=unix_now(),
+                estimated_finish=None,
+            )
+            await self._journal.transition(
+                job, "succeeded", changes, message="The job has successfully completed"
+            )
+            return
+        kind = str(error.get("kind")) if error else classify_exit(status.message)
+        message = str(error.get("message")) if error else (status.message or f"the Ray job {status.state}")
+        if kind == "user":
+            await self._fail(job, JobError(code="invalid_training_data", message=message, kind="user"))
+        else:
+            await self._retry_or_fail(job, message)
+
+    async def _retry_or_fail(self, job: Job, reason: str) -> None:
+        if job.attempts >= self._settings.max_attempts:
+            error = JobError(
+                code="platform_error",
+                message=f"{reason} (after {job.attempts} attempt(s))",
+                kind="platform",
+            )
+            await self._fail(job, error)
+            return
+        step = job.progress.checkpoint_step
+        resume = f"from the checkpoint at step {step}" if step else "from the start"
+        message = f"Attempt {job.attempts} failed: {reason}. Retrying {resume}"
+        changes = JobChanges(ray_job_id=None, log_offset=0)
+        if job.status == "running":
+            await self._journal.transition(job, "queued", changes, message=message, level="warn")
+        else:  # a queued job's Ray job vanished before it ran: launch again, still queued
+            updated = await self._jobs.update(job_id=job.id, expected=job.status, changes=changes)
+            if updated is not None:
+                await self._journal.record(updated, message, level="warn")
+        self.wake()
+
+    async def _fail(self, job: Job, error: JobError, *, param: str | None = None) -> None:
+        if param is not None:
+            error = error.model_copy(update={"param": param})
+        changes = JobChanges(error=error, finished_at=unix_now(), estimated_finish=None)
+        await self._journal.transition(job, "failed", changes, message=error.message, level="error")

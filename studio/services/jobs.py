@@ -1,0 +1,258 @@
+"""Fine-tuning jobs as the API sees them: create (after a dry-run plan), read, cancel, events, logs.
+
+The API only writes a job and wakes the tracker; the tracker (`JobRunner`, in a detached Ray actor)
+launches and follows it. Both change a job's status through `JobJournal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from studio.config import TrainingSettings
+from studio.domain.ids import new_id, unix_now
+from studio.domain.jobs import TERMINAL, check_suffix
+from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioError, Unavailable
+from studio.ports import (
+    CheckpointRepository,
+    ClusterInfo,
+    DatasetRepository,
+    JobEventRepository,
+    JobNotifier,
+    JobRepository,
+    TrainingLauncher,
+)
+from studio.schemas.clients import Client
+from studio.schemas.datasets import Dataset
+from studio.schemas.jobs import (
+    Checkpoint,
+    ClusterResources,
+    Job,
+    JobChanges,
+    JobCreate,
+    JobEstimate,
+    JobEvent,
+)
+from studio.services.base_models import BaseModelService
+from studio.services.job_journal import JobJournal
+from studio.services.job_planning import decide_hyperparameters, plan_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """The cluster side of jobs; absent where Mini Studio runs without Ray (some tests)."""
+
+    launcher: TrainingLauncher
+    cluster: ClusterInfo
+    notifier: JobNotifier
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        jobs: JobRepository,
+        journal: JobJournal,
+        events: JobEventRepository,
+        checkpoints: CheckpointRepository,
+        datasets: DatasetRepository,
+        base_models: BaseModelService,
+        compute: Compute | None,
+        settings: TrainingSettings,
+    ) -> None:
+        self._jobs = jobs
+        self._journal = journal
+        self._events = events
+        self._checkpoints = checkpoints
+        self._datasets = datasets
+        self._models = base_models
+        self._compute = compute
+        self._settings = settings
+
+    def _require_compute(self) -> Compute:
+        if self._compute is None:
+            raise Unavailable("fine-tuning needs a Ray cluster; this Mini Studio runs without one")
+        return self._compute
+
+    async def _dataset(self, client_id: str, dataset_id: str, param: str) -> Dataset:
+        dataset = await self._datasets.get(client_id=client_id, dataset_id=dataset_id)
+        if dataset is None:
+            raise NotFound(f"no file {dataset_id!r}", param=param, code="file_not_found")
+        if dataset.status == "invalid":
+            raise Conflict(
+                f"{param} {dataset_id!r} is invalid ({dataset.error_count} error(s)); "
+                f"see GET /v1/files/{dataset_id}",
+                param=param,
+                code="invalid_file",
+            )
+        return dataset
+
+    async def plan(self, client: Client, body: JobCreate) -> JobEstimate:
+        """Return the job's plan without creating it.
+
+        Raises:
+            NotFound: an unknown base model or file; Conflict: an invalid file; Forbidden: a model the
+            client may not use; InvalidInput: a bad suffix or hyperparameter.
+        """
+        estimate, _ = await self._plan(client, body)
+        return estimate
+
+    async def _plan(self, client: Client, body: JobCreate) -> tuple[JobEstimate, list[Dataset]]:
+        compute = self._require_compute()
+        check_suffix(body.suffix)
+        model = await self._models.for_client(client, body.model)
+        files = [await self._dataset(client.id, body.training_file, "training_file")]
+        if body.validation_file is not None:
+            files.append(await self._dataset(client.id, body.validation_file, "validation_file"))
+        hyperparameters = decide_hyperparameters(body.resolved_hyperparameters(), files[0].stats)
+        cluster = await compute.cluster.resources()
+        estimate = plan_job(
+            model=model,
+            hyperparameters=hyperparameters,
+            stats=files[0].stats,
+            cluster=cluster,
+            settings=self._settings,
+        )
+        return estimate, files
+
+    async def create(self, client: Client, body: JobCreate) -> Job:
+        """Create a job: `validating_files` while a file is still being validated, else `queued`.
+
+        Raises:
+            InvalidInput: (422) the job can never run on this cluster; the message has the estimate.
+            Forbidden: the client may run no jobs at all. Plus everything `plan` raises.
+        """
+        if client.limits.max_concurrent_jobs == 0:
+            raise Forbidden("this client may not run fine-tuning jobs", code="jobs_not_allowed")
+        estimate, files = await self._plan(client, body)
+        if not estimate.fits:
+            raise InvalidInput(
+                f"this job cannot run on this cluster: {estimate.reason}",
+                param="model",
+                code="job_infeasible",
+            )
+        ready = all(dataset.status == "ready" for dataset in files)
+        job = Job(
+            id=new_id("ftjob"),
+            client_id=client.id,
+            model=body.model,
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            status="queued" if ready else "validating_files",
+            hyperparameters=estimate.hyperparameters,
+            suffix=body.suffix,
+            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+            metadata=body.metadata or {},
+            resources=estimate.resources,
+            created_at=unix_now(),
+        )
+        await self._jobs.insert(job)
+        await self._journal.record(job, f"Created fine-tuning job: {job.id}")
+        if not ready:
+            await self._journal.record(job, "Validating training file")
+        await self._wake()
+        return job
+
+    async def _wake(self) -> None:
+        if self._compute is None:
+            return
+        try:
+            await self._compute.notifier.wake()
+        except StudioError as exc:  # the tracker finds the job at its next round anyway
+            log.warning("could not wake the job tracker: %s", exc)
+
+    async def get(self, *, client_id: str, job_id: str) -> Job:
+        """Raises NotFound for an unknown job or another client's."""
+        job = await self._jobs.get(client_id=client_id, job_id=job_id)
+        if job is None:
+            raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id", code="job_not_found")
+        return job
+
+    async def list(
+        self, *, client_id: str, after: str | None, limit: int, metadata: dict[str, str]
+    ) -> tuple[list[Job], bool]:
+        """Return a page of the client's jobs (newest first) and whether more follow."""
+        rows = await self._jobs.list(client_id=client_id, after=after, limit=limit + 1, metadata=metadata)
+        return rows[:limit], len(rows) > limit
+
+    async def cancel(self, *, client_id: str, job_id: str) -> Job:
+        """Cancel a job that has not finished; its Ray job is stopped and its checkpoints kept.
+
+        The status is written first, so the tracker, seeing the Ray job stop, finds the job already
+        cancelled instead of taking the stop for a failure to retry.
+
+        Raises:
+            Conflict: the job already finished. NotFound: no such job for this client.
+        """
+        for _ in range(5):
+            job = await self.get(client_id=client_id, job_id=job_id)
+            cancelled = await self._journal.transition(
+                job, "cancelled", JobChanges(finished_at=unix_now()), message="Job cancelled"
+            )
+            if cancelled is not None:
+                break
+        else:
+            raise Unavailable("the job changed too often to cancel; try again")
+        if cancelled.ray_job_id is not None:
+            with contextlib.suppress(NotFound):
+                await self._require_compute().launcher.stop(cancelled.ray_job_id)
+        return cancelled
+
+    async def events(
+        self, *, client_id: str, job_id: str, after: str | None, limit: int
+    ) -> tuple[builtins.list[JobEvent], bool]:
+        """Return a page of the job's events, newest first, and whether more follow."""
+        job = await self.get(client_id=client_id, job_id=job_id)
+        rows = await self._events.list(job_id=job.id, after=after, limit=limit + 1)
+        return rows[:limit], len(rows) > limit
+
+    async def follow_events(self, *, client_id: str, job_id: str) -> AsyncIterator[JobEvent]:
+        """Yield the job's events oldest first, then new ones as they come, until the job finishes."""
+        job = await self.get(client_id=client_id, job_id=job_id)
+        seq = -1
+        deadline = asyncio.get_running_loop().time() + self._settings.stream_max_s
+        reader = self._events
+        while True:
+            batch = await reader.since(job_id=job.id, seq=seq, limit=500)
+            for event in batch:
+                seq = event.seq
+                yield event
+            if len(batch) == 500:
+                continue
+            if job.status in TERMINAL or asyncio.get_running_loop().time() > deadline:
+                # One more read after seeing the end, so the final events are never cut off.
+                for event in await reader.since(job_id=job.id, seq=seq, limit=500):
+                    yield event
+                return
+            await asyncio.sleep(self._settings.stream_poll_s)
+            job = await self.get(client_id=client_id, job_id=job_id)
+
+    async def checkpoints(
+        self, *, client_id: str, job_id: str, after: str | None, limit: int
+    ) -> tuple[builtins.list[Checkpoint], bool]:
+        """Return a page of the job's checkpoints, latest first, and whether more follow."""
+        job = await self.get(client_id=client_id, job_id=job_id)
+        rows = await self._checkpoints.list(job_id=job.id, after=after, limit=limit + 1)
+        return rows[:limit], len(rows) > limit
+
+    async def logs(self, *, client_id: str, job_id: str, tail_bytes: int) -> str:
+        """Return the end of the job's current Ray job log (empty before it was launched)."""
+        job = await self.get(client_id=client_id, job_id=job_id)
+        if job.ray_job_id is None:
+            return ""
+        try:
+            text = await self._require_compute().launcher.logs(job.ray_job_id)
+        except NotFound:
+            return ""
+        tail = text[-min(tail_bytes, self._settings.log_tail_max_bytes) :]
+        return tail
+
+    async def cluster_resources(self) -> ClusterResources:
+        return await self._require_compute().cluster.resources()

@@ -1,0 +1,106 @@
+"""Jobs, their events and checkpoints on MongoDB. Status changes are conditional on the old status."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from studio.domain.jobs import ACTIVE, JobStatus
+from studio.schemas.jobs import Checkpoint, Job, JobChanges, JobEvent
+from studio.stores.documents import from_document, to_document
+from studio.stores.errors import mongo_errors
+from studio.stores.mongo_paging import page
+
+
+class MongoJobRepository:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self._jobs = database["fine_tuning_jobs"]
+
+    async def insert(self, job: Job) -> None:
+        with mongo_errors():
+            await self._jobs.insert_one(to_document(job))
+
+    async def get(self, *, client_id: str, job_id: str) -> Job | None:
+        with mongo_errors():
+            return from_document(Job, await self._jobs.find_one({"_id": job_id, "client_id": client_id}))
+
+    async def get_any(self, job_id: str) -> Job | None:
+        with mongo_errors():
+            return from_document(Job, await self._jobs.find_one({"_id": job_id}))
+
+    async def list(
+        self, *, client_id: str, after: str | None, limit: int, metadata: dict[str, str]
+    ) -> list[Job]:
+        query: dict[str, Any] = {"client_id": client_id}
+        query.update({f"metadata.{key}": value for key, value in metadata.items()})
+        with mongo_errors():
+            docs = await page(self._jobs, query, key="created_at", after=after, limit=limit, ascending=False)
+        return [job for doc in docs if (job := from_document(Job, doc)) is not None]
+
+    async def list_active(self) -> builtins.list[Job]:
+        with mongo_errors():
+            cursor = self._jobs.find({"status": {"$in": sorted(ACTIVE)}}).sort([("created_at", ASCENDING)])
+            docs = await cursor.to_list()
+        return [job for doc in docs if (job := from_document(Job, doc)) is not None]
+
+    async def count_launched(self, client_id: str) -> int:
+        query = {"client_id": client_id, "status": {"$in": sorted(ACTIVE)}, "ray_job_id": {"$ne": None}}
+        with mongo_errors():
+            return await self._jobs.count_documents(query)
+
+    async def update(self, *, job_id: str, expected: JobStatus, changes: JobChanges) -> Job | None:
+        fields = changes.model_dump(mode="json", exclude_unset=True)
+        with mongo_errors():
+            doc = await self._jobs.find_one_and_update(
+                {"_id": job_id, "status": expected}, {"$set": fields}, return_document=ReturnDocument.AFTER
+            )
+        return from_document(Job, doc)
+
+
+class MongoJobEventRepository:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self._events = database["fine_tuning_job_events"]
+
+    async def add(self, events: list[JobEvent]) -> None:
+        if not events:
+            return
+        # Upserts keyed by the event id: a tracker that re-reads a log after a restart adds nothing twice.
+        writes = [
+            UpdateOne({"_id": event.id}, {"$setOnInsert": to_document(event)}, upsert=True)
+            for event in events
+        ]
+        with mongo_errors():
+            await self._events.bulk_write(writes, ordered=True)
+
+    async def list(self, *, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
+        with mongo_errors():
+            docs = await page(
+                self._events, {"job_id": job_id}, key="seq", after=after, limit=limit, ascending=False
+            )
+        return [e for doc in docs if (e := from_document(JobEvent, doc)) is not None]
+
+    async def since(self, *, job_id: str, seq: int, limit: int) -> builtins.list[JobEvent]:
+        with mongo_errors():
+            cursor = self._events.find({"job_id": job_id, "seq": {"$gt": seq}}).sort([("seq", ASCENDING)])
+            docs = await cursor.limit(limit).to_list()
+        return [e for doc in docs if (e := from_document(JobEvent, doc)) is not None]
+
+
+class MongoCheckpointRepository:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self._checkpoints = database["fine_tuning_job_checkpoints"]
+
+    async def add(self, checkpoint: Checkpoint) -> None:
+        doc = to_document(checkpoint)
+        with mongo_errors():
+            await self._checkpoints.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+
+    async def list(self, *, job_id: str, after: str | None, limit: int) -> list[Checkpoint]:
+        with mongo_errors():
+            docs = await page(
+                self._checkpoints, {"job_id": job_id}, key="step", after=after, limit=limit, ascending=False
+            )
+        return [c for doc in docs if (c := from_document(Checkpoint, doc)) is not None]

@@ -1,0 +1,346 @@
+"""Fine-tuning jobs end to end: the API in-process, the tracker loop, real Ray jobs training a tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from studio.app.container import open_job_runner
+from studio.backends.ray_cluster import RayClusterInfo
+from studio.backends.ray_jobs import RayJobLauncher
+from studio.config import Settings
+from studio.services.job_runner import JobRunner
+from studio.services.jobs import Compute
+from tests.api.conftest import new_client as make_client
+from tests.api.conftest import running_api
+from tests.api.datasets_data import jsonl
+from tests.api.test_datasets import sdk
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+CAPITALS = {
+    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid",
+    "Germany": "Berlin", "Canada": "Ottawa", "Egypt": "Cairo", "Kenya": "Nairobi",
+}  # fmt: skip
+TINY = "mini-studio/tiny-llama"
+
+
+def capitals(rows: int = 64) -> bytes:
+    """A learnable mapping: each country's capital, always in the same answer shape."""
+    names = list(CAPITALS)
+    return jsonl([
+        {"messages": [
+            {"role": "user", "content": f"What is the capital of {names[i % 8]}?"},
+            {"role": "assistant", "content": f"The capital of {names[i % 8]} is {CAPITALS[names[i % 8]]}."},
+        ]}
+        for i in range(rows)
+    ])  # fmt: skip
+
+
+class RunnerNotifier:
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
+
+    async def wake(self) -> None:
+        self._runner.wake()
+
+
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    settings: Settings
+    launcher: RayJobLauncher
+    headers: dict[str, str]
+    sdk: openai.AsyncOpenAI
+
+
+@asynccontextmanager
+async def jobs_stack(settings: Settings, jobs_address: str) -> AsyncIterator[Stack]:
+    """The API with compute, and the tracker's loop running in this process (the actor runs the same)."""
+    assert settings.store.mongo_url is not None
+    launcher = RayJobLauncher(jobs_address)
+    mongo_url = settings.store.mongo_url.get_secret_value()
+    async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:
+        loop = asyncio.create_task(runner.run())
+        compute = Compute(launcher=launcher, cluster=RayClusterInfo(), notifier=RunnerNotifier(runner))
+        try:
+            async with running_api(settings, compute) as api:
+                _, headers = await make_client(api)
+                yield Stack(api, settings, launcher, headers, sdk(api, headers))
+        finally:
+            runner.stop()
+            await loop
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, mongo_url: str, redis_url: str, ray_cluster: str) -> AsyncIterator[Stack]:
+    settings = make_settings(
+        tmp_path,
+        mongo_url=mongo_url,
+        redis_url=redis_url,
+        training={
+            "poll_interval_s": 0.5,
+            "checkpoint_every_steps": 4,
+            "eval_every_steps": 8,
+            "max_seq_len": 64,
+        },
+    )
+    async with jobs_stack(settings, ray_cluster) as ready:
+        yield ready
+
+
+async def upload(stack: Stack, content: bytes, name: str = "train.jsonl") -> str:
+    created = await stack.sdk.files.create(file=(name, content), purpose="fine-tune")
+    return created.id
+
+
+async def wait_for_job(
+    stack: Stack, job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 240
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        job: dict[str, Any] = (
+            await stack.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=stack.headers)
+        ).json()
+        if predicate(job):
+            return job
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.5)
+
+
+def data(event: Any) -> dict[str, Any]:
+    """An event's `data` (typed `object` by the SDK)."""
+    found = event.data or {}
+    assert isinstance(found, dict)
+    return found
+
+
+def files_under(path: Path, pattern: str) -> list[Path]:
+    return sorted(path.glob(pattern))
+
+
+def fast_lora(epochs: int, batch: int = 8) -> dict[str, Any]:
+    return {"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": 100}
+
+
+async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
+    file_id = await upload(stack, capitals())
+    job = await stack.sdk.fine_tuning.jobs.create(
+        model=TINY,
+        training_file=file_id,
+        validation_file=file_id,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 100}
+            },
+        },
+        suffix="capitals",
+        seed=7,
+        metadata={"team": "geo"},
+    )
+    assert job.status == "queued" and job.model == TINY and job.seed == 7
+    done = await wait_for_job(stack, job.id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", done
+    final = await stack.sdk.fine_tuning.jobs.retrieve(job.id)
+    assert final.fine_tuned_model == f"ft:{TINY}:{final.organization_id}:capitals:{job.id}"
+    assert final.trained_tokens and final.trained_tokens > 0 and final.finished_at
+    assert files_under(Path(final.result_files[0]), "adapter_config.json")
+
+    events = [e async for e in stack.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
+    messages = [e.message for e in reversed(events)]
+    assert messages[0].startswith("Created fine-tuning job")
+    assert any(m == "Fine-tuning job started" for m in messages)
+    assert messages[-1] == "The job has successfully completed"
+    losses = [
+        data(e)["train_loss"] for e in reversed(events) if e.type == "metrics" and "train_loss" in data(e)
+    ]
+    assert len(losses) == 32  # 64 rows / 8 per step x 4 epochs
+    assert sum(losses[-4:]) / 4 < 0.6 * losses[0], losses
+    assert any(e.type == "metrics" and "valid_loss" in data(e) for e in events)
+
+    checkpoints = [c async for c in stack.sdk.fine_tuning.jobs.checkpoints.list(job.id)]
+    assert [c.step_number for c in checkpoints] == [32, 28, 24, 20, 16, 12, 8, 4][: len(checkpoints)]
+    assert checkpoints and checkpoints[-1].fine_tuned_model_checkpoint.endswith(":ckpt-step-4")
+
+    listed = await stack.api.get("/v1/fine_tuning/jobs?metadata[team]=geo", headers=stack.headers)
+    assert [j["id"] for j in listed.json()["data"]] == [job.id]
+    other = await stack.api.get("/v1/fine_tuning/jobs?metadata[team]=other", headers=stack.headers)
+    assert other.json()["data"] == []
+
+    streamed = await stack.api.get(f"/v1/fine_tuning/jobs/{job.id}/events?stream=true", headers=stack.headers)
+    lines = [line for line in streamed.text.split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]" and len(lines) == len(events) + 1
+
+    log_tail = await stack.api.get(
+        f"/v1/fine_tuning/jobs/{job.id}/logs?tail_bytes=4096", headers=stack.headers
+    )
+    assert "MINISTUDIO_EVENT" in log_tail.text
+
+    again = await stack.api.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=stack.headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+def training_process(output_dir: str) -> psutil.Process | None:
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "studio.training" in cmdline and any(output_dir in part for part in cmdline):
+            return process
+    return None
+
+
+async def test_cancel_stops_the_ray_job_and_keeps_checkpoints(stack: Stack) -> None:
+    file_id = await upload(stack, capitals())
+    created = await stack.api.post(
+        "/fine_tuning/submit-finetune",
+        json={"base_model": TINY, "dataset_id": file_id, "hyperparameters": fast_lora(100, batch=1)},
+        headers=stack.headers,
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    running = await wait_for_job(stack, job_id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 4)
+    cancelled = await stack.api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=stack.headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    for _ in range(60):
+        state = (await stack.launcher.status(running["ray_job_id"])).state
+        if state != "running":
+            break
+        await asyncio.sleep(0.5)
+    assert state == "stopped"
+    await asyncio.sleep(1.5)  # the tracker's rounds must leave it cancelled
+    final = (await stack.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=stack.headers)).json()
+    assert final["status"] == "cancelled" and final["fine_tuned_model"] is None
+    assert files_under(stack.settings.jobs_dir / job_id / "checkpoints", "step-*")
+
+
+async def test_a_killed_worker_resumes_from_its_checkpoint(stack: Stack) -> None:
+    file_id = await upload(stack, capitals())
+    job = await stack.sdk.fine_tuning.jobs.create(
+        model=TINY,
+        training_file=file_id,
+        hyperparameters=fast_lora(12, batch=2),  # type: ignore[arg-type]
+    )
+    running = await wait_for_job(stack, job.id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 8)
+    process = training_process(str(stack.settings.jobs_dir / job.id))
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    done = await wait_for_job(stack, job.id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    events = [e async for e in stack.sdk.fine_tuning.jobs.list_events(job.id, limit=1000)]
+    retry = [e.message for e in events if e.message.startswith("Attempt 1 failed")]
+    assert retry and "Retrying from the checkpoint at step" in retry[0], retry
+    resumed_at = int(retry[0].rsplit("step ", 1)[1])
+    assert resumed_at >= running["progress"]["checkpoint_step"]
+    steps = [data(e)["step"] for e in events if e.type == "metrics" and "train_loss" in data(e)]
+    # The second attempt starts after the checkpoint, not from step 1.
+    assert steps.count(1) == 1 and min(s for s in steps if s > resumed_at) == resumed_at + 1
+
+
+async def test_a_dataset_training_cannot_use_fails_as_a_user_error(stack: Stack) -> None:
+    # Valid chat data, but each prompt is longer than the job's 64-token sequence: truncation leaves no
+    # assistant token to train on, which only the training process can find out.
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "word " * 200 + str(i)},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+        for i in range(8)
+    ]
+    file_id = await upload(stack, jsonl(rows))  # type: ignore[arg-type]
+    created = await stack.api.post(
+        "/v1/fine_tuning/jobs", json={"model": TINY, "training_file": file_id}, headers=stack.headers
+    )
+    assert created.status_code == 200, created.text
+    done = await wait_for_job(stack, created.json()["id"], lambda j: j["status"] in ("succeeded", "failed"))
+    assert done["status"] == "failed" and done["attempts"] == 1
+    assert done["error"]["kind"] == "user" and done["error"]["message"], done
+
+
+async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
+    api, headers = stack.api, stack.headers
+    file_id = await upload(stack, capitals(16))
+    broken = await api.post(
+        "/v1/files",
+        files={"file": ("bad.jsonl", b'{"messages": 1}\n')},
+        data={"purpose": "fine-tune"},
+        headers=headers,
+    )
+    assert broken.json()["status"] == "error" or broken.json()["details"]["validation_status"] == "invalid"
+
+    async def create(**body: Any) -> httpx.Response:
+        return await api.post(
+            "/v1/fine_tuning/jobs", json={"model": TINY, "training_file": file_id, **body}, headers=headers
+        )
+
+    missing = await create(training_file="file-000000000000000000000000")
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "training_file"
+    invalid = await create(training_file=broken.json()["id"])
+    assert invalid.status_code == 409 and invalid.json()["error"]["code"] == "invalid_file"
+    unknown = await create(model="acme/never-heard-of")
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
+    too_many = await create(hyperparameters={"n_epochs": 1000})
+    assert too_many.status_code == 422 and "n_epochs" in too_many.json()["error"]["param"]
+    suffix = await create(suffix="no spaces allowed")
+    assert suffix.status_code == 422 and suffix.json()["error"]["param"] == "suffix"
+    both = await create(hyperparameters={"n_epochs": 1}, method={"type": "supervised"})
+    assert both.status_code == 422
+
+    # Another tenant sees none of it.
+    _, other = await make_client(api, name="other")
+    theirs = await api.post(
+        "/v1/fine_tuning/jobs", json={"model": TINY, "training_file": file_id}, headers=other
+    )
+    assert theirs.status_code == 404
+
+    # A 70B full fine-tune can never run on this 2-CPU cluster: refused with the estimate's reason.
+    config = {
+        "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+    }  # fmt: skip
+    from tests.api.conftest import ADMIN
+
+    registered = await api.post(
+        "/admin/base-models", json={"name": "meta/llama-70b", "config": config}, headers=ADMIN
+    )
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["parameters"] > 68e9
+    huge = await create(model="meta/llama-70b", hyperparameters={"fine_tuning_method": "full"})
+    assert huge.status_code == 422 and huge.json()["error"]["code"] == "job_infeasible", huge.text
+    assert "GiB" in huge.json()["error"]["message"]
+    dry = await api.post(
+        "/v1/fine_tuning/jobs/estimate",
+        json={
+            "model": "meta/llama-70b",
+            "training_file": file_id,
+            "hyperparameters": {"fine_tuning_method": "full"},
+        },
+        headers=headers,
+    )
+    assert dry.status_code == 200 and dry.json()["fits"] is False
+    assert dry.json()["resources"]["memory_per_worker_bytes"] > 500 * 1024**3
+
+    ok = await api.post(
+        "/v1/fine_tuning/jobs/estimate", json={"model": TINY, "training_file": file_id}, headers=headers
+    )
+    assert ok.json()["fits"] is True and ok.json()["resources"]["accelerator"] == "cpu"
+    listed = await api.get("/v1/fine_tuning/jobs", headers=headers)
+    assert listed.json()["data"] == []  # a dry run creates nothing
+
+    resources = await api.get("/v1/cluster/resources", headers=headers)
+    assert resources.status_code == 200 and resources.json()["cpus_total"] == 2.0
+    unknown_job = await api.post("/v1/fine_tuning/jobs/ftjob-nope/cancel", headers=headers)
+    assert unknown_job.status_code == 404
