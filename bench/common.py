@@ -23,11 +23,15 @@ class RunningStudio:
     data_dir: Path
     headers: dict[str, str]
     settings: Any
+    jobs_address: str | None = None
 
 
 @contextmanager
-def running_studio(**settings_overrides: Any) -> Iterator[RunningStudio]:
-    """Start Ray (own temp dir), Serve and Mini Studio on embedded defaults; yield a client's headers."""
+def running_studio(*, dashboard: bool = False, **settings_overrides: Any) -> Iterator[RunningStudio]:
+    """Start Ray (own temp dir), Serve and Mini Studio on embedded defaults; yield a client's headers.
+
+    `dashboard=True` starts Ray's dashboard too (the Jobs API, which fine-tuning needs).
+    """
     os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     import ray
     from ray import serve
@@ -47,7 +51,8 @@ def running_studio(**settings_overrides: Any) -> Iterator[RunningStudio]:
         address="local",
         num_cpus=2,
         _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
-        include_dashboard=False,
+        include_dashboard=dashboard,
+        dashboard_port=(dashboard_port := free_port()),
         log_to_driver=False,
     )
     port = free_port()
@@ -63,7 +68,8 @@ def running_studio(**settings_overrides: Any) -> Iterator[RunningStudio]:
                 json={"name": "bench", "limits": {"requests_per_minute": 10_000_000}},
             ).json()
             secret = http.post(f"/admin/clients/{client['id']}/keys", headers=admin).json()["secret"]
-        yield RunningStudio(url, data_dir, {"Authorization": f"Bearer {secret}"}, settings)
+        jobs_address = f"http://127.0.0.1:{dashboard_port}" if dashboard else None
+        yield RunningStudio(url, data_dir, {"Authorization": f"Bearer {secret}"}, settings, jobs_address)
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
