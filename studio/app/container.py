@@ -118,8 +118,13 @@ async def open_job_runner(
     settings: Settings, *, mongo_url: str, launcher: TrainingLauncher
 ) -> AsyncIterator[JobRunner]:
     """Connect the store and yield the tracker's `JobRunner` (not yet running); close it after."""
-    store = await MongoStore.connect(mongo_url, settings.store)
-    try:
+    async with AsyncExitStack() as stack:
+        store = await MongoStore.connect(mongo_url, settings.store)
+        stack.push_async_callback(store.close)
+        objects: S3ObjectStore | None = None
+        if settings.s3.bucket is not None:
+            objects = await S3ObjectStore.connect(settings.s3)
+            stack.push_async_callback(objects.close)
 
         async def concurrency_limit(client_id: str) -> int:
             client = await store.clients.get_client(client_id)
@@ -134,9 +139,8 @@ async def open_job_runner(
             dataset_files=LocalFileStore(settings.datasets_dir),
             job_files=LocalFileStore(settings.jobs_dir),
             launcher=launcher,
+            objects=objects,
             concurrency_limit=concurrency_limit,
             settings=settings.training,
             models_dir=settings.models_dir,
         )
-    finally:
-        await store.close()

@@ -24,6 +24,7 @@ from studio.ports import (
     DatasetRepository,
     FileStore,
     JobRepository,
+    ObjectStore,
     TrainingLauncher,
 )
 from studio.schemas.jobs import (
@@ -63,6 +64,7 @@ class JobRunner:
         dataset_files: FileStore,
         job_files: FileStore,
         launcher: TrainingLauncher,
+        objects: ObjectStore | None,
         concurrency_limit: ConcurrencyLimit,
         settings: TrainingSettings,
         models_dir: Path,
@@ -75,6 +77,8 @@ class JobRunner:
         self._dataset_files = dataset_files
         self._job_files = job_files
         self._launcher = launcher
+        self._objects = objects
+        self._copies: set[asyncio.Task[None]] = set()
         self._limit = concurrency_limit
         self._settings = settings
         self._models_dir = models_dir
@@ -88,6 +92,8 @@ class JobRunner:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        for task in self._copies:
+            task.cancel()
 
     async def run(self) -> None:
         """Run rounds until `stop`; a failing round is logged and the next one tries again."""
@@ -263,7 +269,9 @@ class JobRunner:
                 )
             elif event.type == "checkpoint":
                 progress = progress.model_copy(update={"checkpoint_step": fields.get("step")})
-                await self._checkpoints.add(self._checkpoint_of(job, event, progress))
+                checkpoint = self._checkpoint_of(job, event, progress)
+                await self._checkpoints.add(checkpoint)
+                self._copy_to_s3(job, Path(checkpoint.path), f"checkpoints/step-{checkpoint.step}")
         await self._journal.add(stored)
         changes = JobChanges(log_offset=offset, progress=progress)
         if progress.eta_seconds is not None:
@@ -329,9 +337,11 @@ class JobRunner:
                 finished_at=unix_now(),
                 estimated_finish=None,
             )
-            await self._journal.transition(
+            done = await self._journal.transition(
                 job, "succeeded", changes, message="The job has successfully completed"
             )
+            if done is not None and final:
+                self._copy_to_s3(done, Path(str(final)), "final")
             return
         kind = str(error.get("kind")) if error else classify_exit(status.message)
         message = str(error.get("message")) if error else (status.message or f"the Ray job {status.state}")
@@ -339,6 +349,25 @@ class JobRunner:
             await self._fail(job, JobError(code="invalid_training_data", message=message, kind="user"))
         else:
             await self._retry_or_fail(job, message)
+
+    def _copy_to_s3(self, job: Job, path: Path, name: str) -> None:
+        """Copy an artifact directory to `s3://<bucket>/<client>/jobs/<job>/<name>` in the background."""
+        if self._objects is None or not path.parts:
+            return
+        task = asyncio.create_task(self._copy(self._objects, job, path, name))
+        self._copies.add(task)
+        task.add_done_callback(self._copies.discard)
+
+    async def _copy(self, objects: ObjectStore, job: Job, path: Path, name: str) -> None:
+        try:
+            uri = await objects.put_directory(prefix=f"{job.client_id}/jobs/{job.id}/{name}", path=path)
+        except Exception as exc:  # a background task: nobody else would see the error
+            log.warning(
+                "copying %s of %s to S3 failed", name, job.id, exc_info=not isinstance(exc, StudioError)
+            )
+            await self._journal.record(job, f"Could not copy {name} to S3: {exc}", level="warn")
+            return
+        await self._journal.record(job, f"Copied {name} to {uri}", data={"uri": uri, "artifact": name})
 
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self._settings.max_attempts:

@@ -97,6 +97,12 @@ class S3ObjectStore:
         )
         return f"s3://{self._bucket}/{key}"
 
+    async def put_directory(self, *, prefix: str, path: Path) -> str:
+        files = await asyncio.to_thread(lambda: sorted(p for p in path.rglob("*") if p.is_file()))
+        for file in files:
+            await self.put_file(key=f"{prefix}/{file.relative_to(path).as_posix()}", path=file)
+        return f"s3://{self._bucket}/{prefix}"
+
     async def get_file(self, *, key: str, path: Path) -> None:
         await self._run(
             self._s3.download_file, self._bucket, key, str(path), Config=self._transfer, budget_s=3600

@@ -26,7 +26,7 @@ from tests.api.conftest import new_client as make_client
 from tests.api.conftest import running_api
 from tests.api.datasets_data import jsonl
 from tests.api.test_datasets import sdk
-from tests.conftest import make_settings
+from tests.conftest import S3Endpoint, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +85,14 @@ async def jobs_stack(settings: Settings, jobs_address: str) -> AsyncIterator[Sta
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, mongo_url: str, redis_url: str, ray_cluster: str) -> AsyncIterator[Stack]:
+async def stack(
+    tmp_path: Path, mongo_url: str, redis_url: str, s3_endpoint: S3Endpoint, ray_cluster: str
+) -> AsyncIterator[Stack]:
     settings = make_settings(
         tmp_path,
         mongo_url=mongo_url,
         redis_url=redis_url,
+        s3=s3_endpoint,
         training={
             "poll_interval_s": 0.5,
             "checkpoint_every_steps": 4,
@@ -163,7 +166,7 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
     messages = [e.message for e in reversed(events)]
     assert messages[0].startswith("Created fine-tuning job")
     assert any(m == "Fine-tuning job started" for m in messages)
-    assert messages[-1] == "The job has successfully completed"
+    assert messages.index("The job has successfully completed") > messages.index("Fine-tuning job started")
     losses = [
         data(e)["train_loss"] for e in reversed(events) if e.type == "metrics" and "train_loss" in data(e)
     ]
@@ -183,6 +186,16 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
     streamed = await stack.api.get(f"/v1/fine_tuning/jobs/{job.id}/events?stream=true", headers=stack.headers)
     lines = [line for line in streamed.text.split("\n\n") if line]
     assert lines[-1] == "data: [DONE]" and len(lines) == len(events) + 1
+
+    # The final adapter and each checkpoint are copied to S3 in the background.
+    for _ in range(100):
+        copied = [e.message async for e in stack.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
+        if any(m.startswith("Copied final to s3://") for m in copied):
+            break
+        await asyncio.sleep(0.2)
+    uri = f"s3://{stack.settings.s3.bucket}/{final.organization_id}/jobs/{job.id}"
+    assert f"Copied final to {uri}/final" in copied, [m for m in copied if m.startswith("Copied")]
+    assert f"Copied checkpoints/step-4 to {uri}/checkpoints/step-4" in copied
 
     log_tail = await stack.api.get(
         f"/v1/fine_tuning/jobs/{job.id}/logs?tail_bytes=4096", headers=stack.headers
