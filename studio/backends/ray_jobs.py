@@ -28,7 +28,9 @@ STATES: dict[JobStatus, LaunchState] = {
 }
 
 
-JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+# Unbuffered, unmerged event lines; and time for a stopped run to write its checkpoint before Ray's
+# SIGKILL (3 s by default, less than a Ray Train run needs).
+JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
 
 
 class RayJobLauncher:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 ConcurrencyLimit = Callable[[str], Awaitable[int]]
 PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
+# Rounds in a row that may fail on one job with an unexpected error before the job is failed.
+MAX_UNEXPECTED_ERRORS = 3
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -84,6 +86,7 @@ class JobRunner:
         self._models_dir = models_dir
         self._wake = asyncio.Event()
         self._stopping = False
+        self._errors: dict[str, int] = {}
 
     def wake(self) -> None:
         """Start the next round now."""
@@ -110,12 +113,23 @@ class JobRunner:
             self._wake.clear()
 
     async def round(self) -> None:
-        """Advance every unfinished job once."""
+        """Advance every unfinished job once; one job's failure does not hold up the others."""
         for job in await self._jobs.list_active():
             try:
                 await self.advance(job)
-            except StudioError as exc:
+            except StudioError as exc:  # a dependency down: the next round tries again
                 log.warning("could not advance job %s: %s", job.id, exc, extra={"job_id": job.id})
+            except Exception as exc:  # a bug or a broken document: fail the job rather than loop on it
+                log.exception("advancing job %s failed", job.id, extra={"job_id": job.id})
+                self._errors[job.id] = self._errors.get(job.id, 0) + 1
+                if self._errors[job.id] >= MAX_UNEXPECTED_ERRORS:
+                    error = JobError(
+                        code="internal_error",
+                        message=f"Mini Studio failed on this job: {exc}",
+                        kind="platform",
+                    )
+                    await self._fail(job, error)
+                    del self._errors[job.id]
 
     async def advance(self, job: Job) -> None:
         if job.status == "validating_files":

@@ -1,8 +1,9 @@
 """Training core of Mini Studio: the code that runs inside a training job.
 
-It imports no service, store or Ray code, so it runs with plain torch anywhere: `python -m
-studio.training --config job.json` in a Ray job, or `train(config)` called by a Ray Train worker.
-Heavy modules (torch, transformers, peft) load on first use of `train` or `ensure_tiny_model`.
+It imports no service or store code, and no Ray code outside `ray_train` (loaded only for Ray Train
+runs), so it runs with plain torch anywhere: `python -m studio.training --config job.json` in a Ray
+job, or `train(config)` called by a Ray Train worker. Heavy modules (torch, transformers, peft) load
+on first use of `train` or `ensure_tiny_model`.
 """
 
 from __future__ import annotations

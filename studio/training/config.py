@@ -2,7 +2,8 @@
 
 Under `output_dir`: `checkpoints/step-<N>/` (one per checkpoint, with `trainer_state.json`) and
 `final/`; every directory is written under a temporary name beside its target and renamed into place,
-so a reader (or a resumed run) never sees a half-written one.
+so a reader (or a resumed run) never sees a half-written one. `STOP` (an empty file) asks every rank
+of a running job to checkpoint and stop; `ray_train/` holds Ray Train's own run state.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 STATE_FILE = "trainer_state.json"
+STOP_FILE = "STOP"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -30,11 +32,18 @@ class TrainConfig(BaseModel):
     examples on each of `world_size` ranks. `eval_every_steps` / `checkpoint_every_steps` of 0 mean
     "only at the end" / "only when stopped early". Invalid values raise pydantic's ValidationError,
     which is a ValueError (a user error).
+
+    `base_model` is a local model directory or a model name (`mini-studio/tiny-llama` or a Hugging Face
+    hub id); `python -m studio.training` resolves a name to a directory under `models_dir` (see
+    `studio.training.models`) before training, and `train` itself needs a directory. `num_workers`,
+    `use_gpu` and `cpus_per_worker` size a Ray Train run, used when `ray_train` is set or
+    `num_workers > 1`; `rank` and `world_size` are set per worker by that run, never by the caller.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_model: Path
+    base_model: str = Field(min_length=1)
+    models_dir: Path | None = None
     training_file: Path
     validation_file: Path | None = None
     output_dir: Path
@@ -58,6 +67,20 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     world_size: int = Field(default=1, ge=1)
     rank: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    ray_train: bool = False
+
+    @field_validator("base_model", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @property
+    def uses_ray_train(self) -> bool:
+        """Return True when the job runs under Ray Train (`ray_train` set or more than one worker)."""
+        return self.ray_train or self.num_workers > 1
 
     @field_validator("device")
     @classmethod

@@ -3,6 +3,9 @@
 `train` is a plain function so that a Ray Train worker (or anything else) can call it; when a
 `torch.distributed` process group is already initialized the model is wrapped in DDP and each rank
 trains on its shard of the data. Only rank 0 reports, writes checkpoints and the final artifact.
+Across ranks, every step normalises the loss by the trained tokens of all ranks, reports totals of
+all ranks, and takes the stop decision together (one rank seeing `should_stop` stops them all at the
+same step), so that no rank is left waiting in a collective the others skipped.
 
 Layout under `output_dir`:
 - `checkpoints/step-<N>/`: adapter (LoRA) or full model, `optimizer.pt`, `scheduler.pt`,
@@ -41,6 +44,15 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
     "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
 )  # fmt: skip
+
+
+def disable_progress_bars() -> None:
+    """Turn off the progress bars of transformers and the model hub: they would flood a job's log."""
+    from huggingface_hub.utils.tqdm import disable_progress_bars as disable_hub_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_hub_bars()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,16 +124,21 @@ def _autocast(device: torch.device) -> AbstractContextManager[Any]:
 def _forward(
     model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return (summed loss over the trained positions, targets, logits), position i predicting i+1."""
+    """Return (summed loss over the trained positions, targets, logits), position i predicting i+1.
+
+    `targets[:, i]` is the label of token i+1 (-100 past the end); `logits` are all positions'.
+    """
     input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     with _autocast(device):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    # Position i predicts token i+1. Summing (not averaging) lets a step normalise by all the trained
-    # tokens of its micro-batches, so gradient accumulation weighs every token the same.
-    targets = batch["labels"][:, 1:].to(device)
-    flat = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    # Position i predicts token i+1: shifting the labels left (not slicing the logits) keeps the
+    # logits contiguous, so the loss reads them in place instead of copying them. Summing (not
+    # averaging) lets a step normalise by all the trained tokens of its micro-batches, so gradient
+    # accumulation weighs every token the same.
+    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX).to(device)
+    flat = logits.float().reshape(-1, logits.shape[-1])
     loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, targets, logits[:, :-1]
+    return loss, targets, logits
 
 
 def _trained(batch: dict[str, torch.Tensor]) -> int:
@@ -131,7 +148,22 @@ def _trained(batch: dict[str, torch.Tensor]) -> int:
 def evaluate(
     model: nn.Module, examples: list[Example], batch_size: int, pad_id: int, device: torch.device
 ) -> dict[str, float]:
-    """Return `valid_loss` (mean per trained token) and `valid_mean_token_accuracy` on `examples`."""
+    """Return `valid_loss` (mean per trained token) and `valid_mean_token_accuracy` on `examples`.
+
+    In a distributed run every rank calls it with the whole validation set: each evaluates its share
+    (every world_size-th example) on its own copy of the model and the sums are added over ranks.
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    loss_sum, correct, total = _sum_over_ranks(
+        *_evaluation_sums(_unwrap(model), examples[rank::world], batch_size, pad_id, device)
+    )
+    return {"valid_loss": loss_sum / max(1, total), "valid_mean_token_accuracy": correct / max(1, total)}
+
+
+def _evaluation_sums(
+    model: nn.Module, examples: list[Example], batch_size: int, pad_id: int, device: torch.device
+) -> tuple[float, int, int]:
+    """Return (summed loss, correct predictions, trained positions) of `model` on `examples`."""
     model.eval()
     total = correct = 0
     loss_sum = 0.0
@@ -145,7 +177,23 @@ def evaluate(
             correct += int((predictions[mask] == targets[mask]).sum())
             total += int(mask.sum())
     model.train()
-    return {"valid_loss": loss_sum / max(1, total), "valid_mean_token_accuracy": correct / max(1, total)}
+    return loss_sum, correct, total
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _sum_over_ranks(*values: float) -> list[float]:
+    """Return each value summed over all ranks (the values themselves when not distributed)."""
+    if not _distributed():
+        return list(values)
+    # float64: token counts stay exact far beyond any dataset size.
+    totals = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == dist.Backend.NCCL:
+        totals = totals.cuda()
+    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    return [float(v) for v in totals.cpu().tolist()]
 
 
 class _Run:
@@ -155,10 +203,16 @@ class _Run:
         from transformers import AutoTokenizer
 
         self.config = config
+        self.base_model = Path(config.base_model)
+        if not self.base_model.is_dir():
+            raise ValueError(
+                f"base_model {config.base_model!r} is not a local model directory "
+                "(resolve a model name first: studio.training.models.resolve_base_model)"
+            )
         self.is_main = config.rank == 0
         self._report = report
         self.device = resolve_device(config.device)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(config.base_model)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(self.base_model)
         pad = self.tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.train_set = load_dataset(config.training_file, self.tokenizer, config.max_seq_len)
@@ -199,7 +253,9 @@ class _Run:
         )
         if resume is not None:
             self._restore(resume)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _distributed():
+            if self.device.type == "cuda" and self.device.index is not None:
+                torch.cuda.set_device(self.device)  # NCCL collectives (`_sum_over_ranks`) use it
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         self.model = model
@@ -259,16 +315,22 @@ class _Run:
         return self.model
 
     def train_step(self, micro_batches: list[list[int]]) -> tuple[float, int, int]:
-        """Run one optimizer step; return (loss per trained token, tokens, trained tokens)."""
+        """Run one optimizer step; return (loss per trained token, tokens, trained tokens), all ranks'."""
         batches = [collate([self.train_set[i] for i in indices], self.pad_id) for indices in micro_batches]
         trained = sum(_trained(b) for b in batches)
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        # DDP averages gradients over ranks: scaling each rank's summed loss by world / (all ranks'
+        # trained tokens) makes the step's gradient that of the mean loss per trained token over the
+        # whole global batch, however the tokens fall between ranks. One rank: loss / its tokens.
+        world = dist.get_world_size() if _distributed() else 1
+        all_trained, all_tokens = _sum_over_ranks(trained, tokens)
+        scale = world / max(1.0, all_trained)
         loss_total = 0.0
         for k, batch in enumerate(batches):
             syncing = k == len(batches) - 1 or not isinstance(self.model, nn.parallel.DistributedDataParallel)
             with nullcontext() if syncing else self._ddp().no_sync():
                 loss, _, _ = _forward(self.model, batch, self.device)
-                torch.autograd.backward(loss / max(1, trained))
+                torch.autograd.backward(loss * scale if world > 1 else loss / max(1, trained))
             loss = loss.detach()
             loss_total += loss.item()
         if self.config.max_grad_norm > 0:
@@ -277,7 +339,10 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_total / max(1, trained), tokens, trained
+        if world == 1:
+            return loss_total / max(1, trained), tokens, trained
+        (all_loss,) = _sum_over_ranks(loss_total)
+        return all_loss / max(1.0, all_trained), int(all_tokens), int(all_trained)
 
     def save_final(self) -> Path:
         """Write `final/` (adapter or full model in the base's dtype, plus tokenizer) on rank 0."""
@@ -285,11 +350,11 @@ class _Run:
         if self.is_main:
             model = _unwrap(self.model)
             if self.config.method == "full":
-                model.to(_base_dtype(self.config.base_model))
+                model.to(_base_dtype(self.base_model))
 
             def write(tmp: Path) -> None:
                 model.save_pretrained(str(tmp))
-                _copy_tokenizer(self.config.base_model, tmp, self.tokenizer)
+                _copy_tokenizer(self.base_model, tmp, self.tokenizer)
 
             atomic_dir(path, write)
         _barrier()
@@ -319,6 +384,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _any_rank(flag: bool) -> bool:
+    """Return True when `flag` is True on at least one rank (every rank must call this together)."""
+    if not _distributed():
+        return flag
+    (count,) = _sum_over_ranks(1.0 if flag else 0.0)
+    return count > 0
+
+
 def _epoch(run: _Run, epoch: int) -> list[list[list[int]]]:
     c = run.config
     n = len(run.train_set)
@@ -344,11 +417,13 @@ def train(
 
     Resumes from the latest checkpoint under `output_dir/checkpoints` when there is one. `report`
     receives one metrics event per step, one per evaluation and one per checkpoint (rank 0 only).
-    `should_stop` is polled between steps: when it returns True a checkpoint is written and the
-    result has `stopped=True` and no final artifact.
+    `should_stop` is polled between steps, on every rank: when it returns True on any rank, every
+    rank stops before the same step, a checkpoint is written and the result has `stopped=True` and
+    no final artifact. Metrics and `trained_tokens` count the tokens of all ranks.
 
     Raises:
-        ValueError: the dataset is unusable (no example, nothing to train on) or a value is invalid.
+        ValueError: the dataset is unusable (no example, nothing to train on), a value is invalid,
+            or `base_model` is not a local directory.
         RuntimeError: the checkpoint to resume from belongs to a different run.
     """
     run = _Run(config, report)
@@ -358,7 +433,7 @@ def train(
     tokens_seen = 0
     first_step = run.step
     for _epoch, micro_batches in _batches(run):
-        if should_stop is not None and should_stop():
+        if should_stop is not None and _any_rank(should_stop()):
             if run.step > first_step:
                 run.save_checkpoint()
             return TrainResult(None, run.step, run.trained_tokens, run.last_loss, True, run.last_checkpoint)

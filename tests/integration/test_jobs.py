@@ -357,3 +357,35 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     assert resources.status_code == 200 and resources.json()["cpus_total"] == 2.0
     unknown_job = await api.post("/v1/fine_tuning/jobs/ftjob-nope/cancel", headers=headers)
     assert unknown_job.status_code == 404
+
+
+async def test_a_client_over_its_concurrent_jobs_waits_queued(stack: Stack) -> None:
+    from tests.api.conftest import ADMIN
+
+    client_id, headers = await make_client(stack.api, name="one-at-a-time", max_concurrent_jobs=1)
+    tenant = sdk(stack.api, headers)
+    file_id = (await tenant.files.create(file=("t.jsonl", capitals(16)), purpose="fine-tune")).id
+    body = {"model": TINY, "training_file": file_id, "hyperparameters": fast_lora(2)}
+    first = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
+    second = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
+
+    def get(job_id: str) -> Any:
+        return stack.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers)
+
+    await asyncio.sleep(2)
+    waiting = (await get(second["id"])).json()
+    assert waiting["status"] == "queued" and waiting["ray_job_id"] is None
+    for job_id in (first["id"], second["id"]):
+        for _ in range(480):
+            job = (await get(job_id)).json()
+            if job["status"] in ("succeeded", "failed"):
+                break
+            if job_id == first["id"]:  # while the first runs, the second never holds a Ray job
+                assert (await get(second["id"])).json()["ray_job_id"] is None
+            await asyncio.sleep(0.5)
+        assert job["status"] == "succeeded", (job, (await get(first["id"])).json())
+
+    await stack.api.post(f"/admin/clients/{client_id}/disable", headers=ADMIN)
+    _, no_jobs = await make_client(stack.api, name="no-jobs", max_concurrent_jobs=0)
+    refused = await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=no_jobs)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "jobs_not_allowed"

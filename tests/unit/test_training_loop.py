@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from studio.training import TrainConfig, TrainResult, ensure_tiny_model, train
+from studio.training import TINY_MODEL_NAME, TrainConfig, TrainResult, ensure_tiny_model, train
 from studio.training.__main__ import EVENT_PREFIX
 
 CAPITALS = {
@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+    # Named as `resolve_base_model` places it, so a job naming the tiny model finds this one.
+    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +193,8 @@ def test_unusable_data_is_a_value_error(base: Path, dataset: Path, tmp_path: Pat
         train(config(base, dataset, tmp_path, max_seq_len=4))
     with pytest.raises(ValueError, match="rank 2 is out of range"):
         config(base, dataset, tmp_path, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="'mini-studio/tiny-llama' is not a local model directory"):
+        train(config(base, dataset, tmp_path, base_model=TINY_MODEL_NAME))  # names are resolved before
 
 
 def cli_command(job: dict[str, Any], tmp_path: Path) -> tuple[list[str], dict[str, str]]:
@@ -220,6 +223,7 @@ def test_cli_streams_events_and_exits_0(base: Path, dataset: Path, tmp_path: Pat
     cfg = config(
         base, dataset, tmp_path / "out", n_epochs=1, gradient_accumulation_steps=2,
         validation_file=dataset, eval_every_steps=2, checkpoint_every_steps=2,
+        base_model=TINY_MODEL_NAME, models_dir=base.parent,
     )  # fmt: skip
     job = cfg.model_dump(mode="json")
     proc = run_cli(job, tmp_path)
@@ -230,6 +234,9 @@ def test_cli_streams_events_and_exits_0(base: Path, dataset: Path, tmp_path: Pat
     assert [e["step"] for e in events if e["type"] == "checkpoint"] == [2, 4]
     assert events[-1]["type"] == "result" and events[-1]["steps"] == 4 and events[-1]["stopped"] is False
     assert Path(events[-1]["final_path"], "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "out" / "final" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ] == str(base)  # the name was resolved to the tiny model already under models_dir
 
 
 def test_cli_exits_2_on_a_dataset_without_assistant_messages(base: Path, tmp_path: Path) -> None:
@@ -237,8 +244,34 @@ def test_cli_exits_2_on_a_dataset_without_assistant_messages(base: Path, tmp_pat
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "Hello?"}]}) + "\n", encoding="utf-8")
     proc = run_cli(config(base, bad, tmp_path / "out").model_dump(mode="json"), tmp_path)
     assert proc.returncode == 2
-    assert "bad.jsonl line 1: the example has no assistant message to train on" in proc.stderr
-    assert "Traceback" not in proc.stderr and EVENT_PREFIX not in proc.stdout
+    message = "bad.jsonl line 1: the example has no assistant message to train on"
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert parse_events(proc.stdout) == [{"type": "error", "kind": "user", "message": message}]
+
+
+def test_cli_reports_an_invalid_config_as_a_user_error(base: Path, dataset: Path, tmp_path: Path) -> None:
+    job = config(base, dataset, tmp_path / "out").model_dump(mode="json") | {"n_epochs": 0, "colour": "red"}
+    proc = run_cli(job, tmp_path)
+    assert proc.returncode == 2
+    (event,) = parse_events(proc.stdout)
+    assert event["type"] == "error" and event["kind"] == "user"
+    assert event["message"].startswith("invalid job config: n_epochs: Input should be greater than")
+    assert "colour: Extra inputs are not permitted" in event["message"] and "\n" not in event["message"]
+
+
+def test_cli_reports_an_unreachable_model_hub_as_a_platform_error(
+    base: Path, dataset: Path, tmp_path: Path
+) -> None:
+    job = config(base, dataset, tmp_path / "out", base_model="some-org/some-model", models_dir=tmp_path)
+    command, env = cli_command(job.model_dump(mode="json"), tmp_path)
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=env | {"HF_HUB_OFFLINE": "1"}, check=False
+    )
+    assert proc.returncode == 1
+    (event,) = parse_events(proc.stdout)
+    assert event["type"] == "error" and event["kind"] == "platform"
+    assert "'some-org/some-model' is not in" in event["message"] and "cannot be reached" in event["message"]
+    assert "Traceback" in proc.stderr
 
 
 def test_cli_stops_on_sigterm_with_a_checkpoint(base: Path, dataset: Path, tmp_path: Path) -> None:
@@ -258,14 +291,39 @@ def test_cli_stops_on_sigterm_with_a_checkpoint(base: Path, dataset: Path, tmp_p
     assert result["type"] == "result" and result["stopped"] is True and result["final_path"] is None
     assert 1 <= result["steps"] < 400
     assert result["checkpoint_path"] == str(tmp_path / "out" / "checkpoints" / f"step-{result['steps']}")
+    assert (tmp_path / "out" / "STOP").is_file()  # for Ray Train workers in other processes
+
+
+def test_a_stop_file_stops_the_run_and_a_leftover_one_is_deleted(
+    base: Path, dataset: Path, tmp_path: Path
+) -> None:
+    stop_file = tmp_path / "out" / "STOP"
+    stop_file.parent.mkdir()
+    stop_file.touch()  # as a stopped run leaves it: this run must train, not stop at once
+    job = config(base, dataset, tmp_path / "out", n_epochs=50).model_dump(mode="json")
+    command, env = cli_command(job, tmp_path)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith(EVENT_PREFIX), first
+        assert not stop_file.exists()
+        stop_file.touch()  # what the SIGTERM handler of a Ray Train driver does
+        rest, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errors
+    result = parse_events(first + rest)[-1]
+    assert result["type"] == "result" and result["stopped"] is True and 1 <= result["steps"] < 400
 
 
 def test_training_package_imports_no_service_code_nor_ray() -> None:
     forbidden = ("ray", "studio.api", "studio.services", "studio.app", "studio.stores", "studio.actors")
     for source in (REPO / "studio" / "training").glob("*.py"):
+        # The Ray Train launcher is the one module allowed Ray; __main__ imports it only for such runs.
+        banned = [f for f in forbidden if not (source.name == "ray_train.py" and f == "ray")]
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
+            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in banned)]
             assert not bad, f"{source.name} imports {bad}"
