@@ -389,3 +389,27 @@ async def test_a_client_over_its_concurrent_jobs_waits_queued(stack: Stack) -> N
     _, no_jobs = await make_client(stack.api, name="no-jobs", max_concurrent_jobs=0)
     refused = await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=no_jobs)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "jobs_not_allowed"
+
+
+async def test_cpu_workers_train_data_parallel_through_ray_train(
+    tmp_path: Path, mongo_url: str, ray_cluster: str
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        mongo_url=mongo_url,
+        training={"poll_interval_s": 0.5, "cpu_workers": 2, "cpus_per_worker": 0.5, "max_seq_len": 64},
+    )
+    async with jobs_stack(settings, ray_cluster) as ready:
+        file_id = await upload(ready, capitals(32))
+        job = await ready.sdk.fine_tuning.jobs.create(
+            model=TINY,
+            training_file=file_id,
+            hyperparameters=fast_lora(3),  # type: ignore[arg-type]
+        )
+        done = await wait_for_job(ready, job.id, lambda j: j["status"] in ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        assert done["resources"]["workers"] == 2 and done["resources"]["num_cpus_per_worker"] == 0.5
+        config = await asyncio.to_thread((settings.jobs_dir / job.id / "config.json").read_text)
+        assert '"ray_train": true' in config and '"num_workers": 2' in config
+        # 32 rows, batch 8 per rank on 2 ranks: 2 steps an epoch.
+        assert done["progress"]["total_steps"] == 6 and done["trained_tokens"] > 0
