@@ -159,7 +159,11 @@ class FileStore(Protocol):
 class DatasetValidationRunner(Protocol):
     """Runs the (CPU-bound) streaming validation of a stored file off the event loop."""
 
-    async def validate(self, relative_path: str, limits: ValidationLimits) -> ValidationReport: ...
+    async def validate(
+        self, relative_path: str, limits: ValidationLimits, *, tokenizer: str | None = None
+    ) -> ValidationReport:
+        """Validate the file; count tokens with `tokenizer` (a base model's source) when given."""
+        ...
 
 
 class JobRepository(Protocol):

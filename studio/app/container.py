@@ -36,7 +36,7 @@ async def open_services(
     *,
     mongo_url: str,
     admin_key_hash: str,
-    validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] = ThreadValidationRunner,
+    validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] | None = None,
     compute: Compute | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
@@ -73,7 +73,12 @@ async def open_services(
         datasets = DatasetService(
             repository=store.datasets,
             files=files,
-            validator=validator_factory(files),
+            validator=(
+                validator_factory(files)
+                if validator_factory is not None
+                else ThreadValidationRunner(files, models_dir=settings.models_dir)
+            ),
+            base_models=store.base_models,
             objects=objects,
             settings=settings.datasets,
         )

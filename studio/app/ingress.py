@@ -61,7 +61,9 @@ class StudioIngress:
             settings,
             mongo_url=mongo_url,
             admin_key_hash=self._admin_key_hash,
-            validator_factory=lambda files: RayTaskValidationRunner(files, task_above_bytes=threshold),
+            validator_factory=lambda files: RayTaskValidationRunner(
+                files, task_above_bytes=threshold, models_dir=settings.models_dir
+            ),
             compute=compute,
         ) as services:
             yield services

@@ -41,6 +41,8 @@ class Dataset(BaseModel):
     stats: DatasetStats | None = None
     local_path: str
     s3: S3Mirror
+    # The base model whose tokenizer counts this dataset's tokens (None: the estimate).
+    tokenizer: str | None = None
     lease_until: float | None = None
     created_at: int
     validated_at: int | None = None

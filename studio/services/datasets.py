@@ -16,7 +16,14 @@ from studio.domain.datasets import ValidationLimits
 from studio.domain.files import check_filename
 from studio.domain.ids import new_id, unix_now
 from studio.errors import Conflict, InvalidInput, NotFound, Unavailable
-from studio.ports import DatasetRepository, DatasetValidationRunner, FileStore, ObjectStore, WrittenFile
+from studio.ports import (
+    BaseModelRepository,
+    DatasetRepository,
+    DatasetValidationRunner,
+    FileStore,
+    ObjectStore,
+    WrittenFile,
+)
 from studio.schemas.datasets import Dataset, DatasetPreview, ListOrder, S3Mirror
 
 log = logging.getLogger(__name__)
@@ -44,12 +51,14 @@ class DatasetService:
         validator: DatasetValidationRunner,
         objects: ObjectStore | None,
         settings: DatasetSettings,
+        base_models: BaseModelRepository,
     ) -> None:
         self._repo = repository
         self._files = files
         self._validator = validator
         self._objects = objects
         self._settings = settings
+        self._base_models = base_models
         self._limits = ValidationLimits(
             max_errors=settings.max_errors,
             max_line_bytes=settings.max_line_bytes,
@@ -86,17 +95,23 @@ class DatasetService:
         """Remove a staged file that will not become a dataset."""
         await self._files.remove(f"{staged.client_id}/{staged.dataset_id}")
 
-    async def ingest(self, staged: StagedFile, *, filename: str | None, purpose: str | None) -> Dataset:
+    async def ingest(
+        self, staged: StagedFile, *, filename: str | None, purpose: str | None, model: str | None = None
+    ) -> Dataset:
         """Turn a staged upload into a dataset and validate it.
 
         Small files are validated before this returns (`ready` or `invalid`); bigger ones come back
         `validating` and are finished in the background. The same bytes uploaded again by the same
-        client return the existing dataset.
+        client return the existing dataset. With `model` (a registered base model) tokens are counted
+        with its tokenizer, else estimated.
 
         Raises:
             InvalidInput: a bad file name or extension, a purpose other than fine-tune, an empty file.
+            NotFound: `model` is not a registered base model.
         """
         try:
+            if model is not None and await self._base_models.get(model) is None:
+                raise NotFound(f"unknown base model {model!r}", param="model", code="model_not_found")
             name = check_filename(filename)
             if purpose != "fine-tune":
                 raise InvalidInput(
@@ -127,6 +142,7 @@ class DatasetService:
             lease_until=time.time() + self._settings.lease_s,
             local_path=relative,
             s3=S3Mirror(state="pending" if self._objects is not None else "disabled"),
+            tokenizer=model,
             created_at=unix_now(),
         )
         try:
@@ -144,7 +160,11 @@ class DatasetService:
         return dataset
 
     async def _validate(self, dataset: Dataset) -> Dataset:
-        report = await self._validator.validate(dataset.local_path, self._limits)
+        source = None
+        if dataset.tokenizer is not None:
+            entry = await self._base_models.get(dataset.tokenizer)
+            source = entry.source if entry is not None else dataset.tokenizer
+        report = await self._validator.validate(dataset.local_path, self._limits, tokenizer=source)
         done = dataset.model_copy(update={"status": "ready" if report.valid else "invalid"})
         stored = await self._repo.change_status(
             dataset=done, expected="validating", lease_until=None, report=report, validated_at=unix_now()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from studio.domain.datasets import ValidationLimits, ValidationReport, validate_chunks
+from studio.domain.datasets import LineIssue, ValidationLimits, ValidationReport, validate_chunks
 from studio.errors import InvalidInput, PayloadTooLarge
 from studio.ports import WrittenFile
 
@@ -124,18 +124,41 @@ class LocalFileStore:
 class ThreadValidationRunner:
     """Validates a stored file in a worker thread, reading it in 4 MiB chunks (memory stays flat)."""
 
-    def __init__(self, files: LocalFileStore) -> None:
+    def __init__(self, files: LocalFileStore, *, models_dir: Path | None = None) -> None:
         self._files = files
+        self._models_dir = models_dir
 
-    async def validate(self, relative_path: str, limits: ValidationLimits) -> ValidationReport:
+    async def validate(
+        self, relative_path: str, limits: ValidationLimits, *, tokenizer: str | None = None
+    ) -> ValidationReport:
         path = self._files.absolute(relative_path)
-        return await asyncio.to_thread(validate_path, path, limits)
+        return await asyncio.to_thread(validate_path, path, limits, tokenizer, self._models_dir)
 
 
-def validate_path(path: Path, limits: ValidationLimits) -> ValidationReport:
-    """Validate a file read in 4 MiB chunks (memory stays flat); return the report."""
+def validate_path(
+    path: Path, limits: ValidationLimits, tokenizer: str | None = None, models_dir: Path | None = None
+) -> ValidationReport:
+    """Validate a file read in 4 MiB chunks (memory stays flat); return the report.
+
+    Tokens are counted with `tokenizer` (a base model's name or directory) when given and loadable;
+    otherwise estimated, with a warning saying why.
+    """
+    count, problem = None, None
+    if tokenizer is not None:
+        try:
+            from studio.training.tokens import token_counter
+
+            count = token_counter(tokenizer, models_dir)
+        except Exception as exc:  # the counts fall back to the estimate; the dataset is not at fault
+            problem = f"the tokenizer of {tokenizer} could not be loaded ({exc}); tokens are estimated"
     with path.open("rb") as file:
-        return validate_chunks(iter(lambda: file.read(READ_CHUNK), b""), limits)
+        report = validate_chunks(
+            iter(lambda: file.read(READ_CHUNK), b""), limits, count_tokens=count, tokenizer_name=tokenizer
+        )
+    if problem is not None:
+        issue = LineIssue(line=None, code="tokenizer_unavailable", message=problem)
+        report = report.model_copy(update={"warnings": [*report.warnings, issue]})
+    return report
 
 
 def _write_all(fd: int, blocks: list[bytes], sha256: hashlib._Hash) -> None:

@@ -370,3 +370,39 @@ async def test_body_ending_inside_the_file_part_is_refused(
     assert (await api.get("/v1/files", headers=tenant[1])).json()["data"] == []
     client_dir = settings.datasets_dir / tenant[0]
     assert not client_dir.exists() or not [path for path in client_dir.rglob("*") if path.is_file()]
+
+
+async def test_tokens_are_counted_with_the_named_base_models_tokenizer(
+    api: httpx.AsyncClient, tenant: tuple[str, dict[str, str]], settings: Settings
+) -> None:
+    from studio.training import TINY_MODEL_NAME
+    from studio.training.tokens import token_counter
+
+    rows = chat_rows(12, seed=3)
+    client = sdk(api, tenant[1])
+    counted = await client.files.create(
+        file=("tok.jsonl", jsonl(rows)), purpose="fine-tune", extra_body={"model": TINY_MODEL_NAME}
+    )
+    stats = counted.model_dump()["details"]["stats"]
+    assert stats["token_counting"] == TINY_MODEL_NAME
+    count = await asyncio.to_thread(token_counter, TINY_MODEL_NAME, settings.models_dir)
+    messages = [m for row in rows for m in row["messages"]]  # type: ignore[attr-defined]
+    expected = sum(count(m["content"]) + 4 for m in messages) + 2 * len(rows)
+    assert stats["tokens_total"] == expected
+
+    # The same rows, estimated (another file: the same bytes would return the first dataset).
+    estimated = await client.files.create(
+        file=("est.jsonl", jsonl(chat_rows(12, seed=4))), purpose="fine-tune"
+    )
+    assert estimated.model_dump()["details"]["stats"]["token_counting"] != TINY_MODEL_NAME
+
+    unknown = await api.post(
+        "/v1/files",
+        files={"file": ("x.jsonl", jsonl(chat_rows(2, seed=9)))},
+        data={"purpose": "fine-tune", "model": "acme/unknown"},
+        headers=tenant[1],
+    )
+    assert_error(unknown, 404, "model_not_found")
+    assert unknown.json()["error"]["param"] == "model"
+    listed = await client.files.list()
+    assert sorted(f.filename for f in listed.data) == ["est.jsonl", "tok.jsonl"]

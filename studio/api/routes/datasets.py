@@ -16,11 +16,14 @@ router = APIRouter(prefix="/fine_tuning", tags=["datasets"])
 
 @router.post("/upload-dataset", status_code=201)
 async def upload_dataset(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> DatasetPublic:
-    """Multipart `file` (`purpose` optional, `fine-tune`)."""
+    """Multipart `file` (`purpose` optional, `fine-tune`; `base_model` optional: its tokenizer counts)."""
     form = MultipartUpload(request, file_field="file")
     staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
     purpose = form.fields.get("purpose", "fine-tune")
-    return DatasetPublic.of(await datasets.ingest(staged, filename=form.filename, purpose=purpose))
+    model = form.fields.get("base_model") or form.fields.get("model")
+    return DatasetPublic.of(
+        await datasets.ingest(staged, filename=form.filename, purpose=purpose, model=model)
+    )
 
 
 @router.get("/datasets")

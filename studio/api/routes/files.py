@@ -17,10 +17,15 @@ router = APIRouter(prefix="/v1", tags=["files"])
 
 @router.post("/files")
 async def create_file(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> FilePublic:
-    """Multipart `file` + `purpose=fine-tune`. Small files come back validated; big ones `uploaded`."""
+    """Multipart `file` + `purpose=fine-tune` (+ optional `model`: count tokens with its tokenizer).
+
+    Small files come back validated; big ones `uploaded`.
+    """
     form = MultipartUpload(request, file_field="file")
     staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
-    dataset = await datasets.ingest(staged, filename=form.filename, purpose=form.fields.get("purpose"))
+    dataset = await datasets.ingest(
+        staged, filename=form.filename, purpose=form.fields.get("purpose"), model=form.fields.get("model")
+    )
     return FilePublic.of(dataset)
 
 
