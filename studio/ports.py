@@ -187,6 +187,10 @@ class JobRepository(Protocol):
         """Return every job not yet finished, oldest first (all clients)."""
         ...
 
+    async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:
+        """Return the client's succeeded jobs that produced a fine-tuned model, newest first."""
+        ...
+
     async def count_launched(self, client_id: str) -> int:
         """Return how many of the client's unfinished jobs have a Ray job (they hold a slot)."""
         ...

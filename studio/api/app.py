@@ -11,7 +11,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
-from studio.api.routes import admin, base_models, datasets, files, health, jobs, me, uploads
+from studio.api.routes import admin, base_models, datasets, files, health, jobs, me, models, uploads
 from studio.api.services import Services
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
@@ -61,7 +61,7 @@ def create_api(
     # error handlers; at router level an oversized chunked body becomes a 413 in the error shape.
     json_routers = (
         health.router, admin.router, me.router, base_models.admin_router, base_models.router, jobs.router,
-        jobs.seed_router,
+        jobs.seed_router, models.router,
     )  # fmt: skip
     for router in json_routers:
         app.include_router(router, max_body_size=max_body_bytes)

@@ -16,6 +16,7 @@ from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
 from studio.services.jobs import JobService
+from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
 
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
@@ -52,6 +53,10 @@ def get_jobs(services: ServicesDep) -> JobService:
     return services.jobs
 
 
+def get_models(services: ServicesDep) -> ModelCatalog:
+    return services.models
+
+
 def get_base_models(services: ServicesDep) -> BaseModelService:
     return services.base_models
 
@@ -62,6 +67,7 @@ DatasetsDep = Annotated[DatasetService, Depends(get_datasets)]
 UploadsDep = Annotated[UploadService, Depends(get_uploads)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 BaseModelsDep = Annotated[BaseModelService, Depends(get_base_models)]
+ModelsDep = Annotated[ModelCatalog, Depends(get_models)]
 
 
 def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:

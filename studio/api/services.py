@@ -10,6 +10,7 @@ from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.health import HealthService
 from studio.services.jobs import JobService
+from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
 
 
@@ -22,3 +23,4 @@ class Services:
     uploads: UploadService
     base_models: BaseModelService
     jobs: JobService
+    models: ModelCatalog

@@ -20,6 +20,7 @@ from studio.services.health import HealthService, Probe
 from studio.services.job_journal import JobJournal
 from studio.services.job_runner import JobRunner
 from studio.services.jobs import Compute, JobService
+from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
 from studio.stores.local_files import LocalFileStore, ThreadValidationRunner
 from studio.stores.model_configs import LocalModelInspector
@@ -115,6 +116,7 @@ async def open_services(
             uploads=uploads,
             base_models=base_models,
             jobs=jobs,
+            models=ModelCatalog(base_models=store.base_models, jobs=store.jobs),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from studio.domain.jobs import ACTIVE, JobStatus
@@ -44,6 +44,14 @@ class MongoJobRepository:
         with mongo_errors():
             cursor = self._jobs.find({"status": {"$in": sorted(ACTIVE)}}).sort([("created_at", ASCENDING)])
             docs = await cursor.to_list()
+        return [job for doc in docs if (job := from_document(Job, doc)) is not None]
+
+    async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:
+        query = {"client_id": client_id, "status": "succeeded", "fine_tuned_model": {"$ne": None}}
+        with mongo_errors():
+            docs = (
+                await self._jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).to_list()
+            )
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
 
     async def count_launched(self, client_id: str) -> int:

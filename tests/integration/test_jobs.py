@@ -162,6 +162,18 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
     assert final.trained_tokens and final.trained_tokens > 0 and final.finished_at
     assert files_under(Path(final.result_files[0]), "adapter_config.json")
 
+    # The fine-tune is a model the client can name; other clients cannot see it.
+    models = {m.id: m.model_dump() async for m in stack.sdk.models.list()}
+    assert models[TINY]["kind"] == "base" and models[TINY]["owned_by"] == "mini-studio"
+    assert models[final.fine_tuned_model]["base_model"] == TINY
+    retrieved = await stack.sdk.models.retrieve(final.fine_tuned_model)
+    assert retrieved.owned_by == final.organization_id and (await stack.sdk.models.retrieve(TINY)).id == TINY
+    _, other = await make_client(stack.api, name="stranger", allowed_base_models=["acme/*"])
+    hidden = await stack.api.get(f"/v1/models/{final.fine_tuned_model}", headers=other)
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
+    assert (await stack.api.get(f"/v1/models/{TINY}", headers=other)).status_code == 404
+    assert (await stack.api.get("/v1/models", headers=other)).json()["data"] == []
+
     events = [e async for e in stack.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
     messages = [e.message for e in reversed(events)]
     assert messages[0].startswith("Created fine-tuning job")
@@ -180,8 +192,8 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
 
     listed = await stack.api.get("/v1/fine_tuning/jobs?metadata[team]=geo", headers=stack.headers)
     assert [j["id"] for j in listed.json()["data"]] == [job.id]
-    other = await stack.api.get("/v1/fine_tuning/jobs?metadata[team]=other", headers=stack.headers)
-    assert other.json()["data"] == []
+    unmatched = await stack.api.get("/v1/fine_tuning/jobs?metadata[team]=other", headers=stack.headers)
+    assert unmatched.json()["data"] == []
 
     streamed = await stack.api.get(f"/v1/fine_tuning/jobs/{job.id}/events?stream=true", headers=stack.headers)
     lines = [line for line in streamed.text.split("\n\n") if line]

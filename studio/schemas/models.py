@@ -1,0 +1,21 @@
+"""OpenAI's model objects (`GET /v1/models`): base models a client may use and its fine-tuned models."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class ModelPublic(BaseModel):
+    """OpenAI's `model`, plus what Mini Studio knows: base or fine-tuned, and where a fine-tune came from."""
+
+    object: Literal["model"] = "model"
+    id: str
+    created: int
+    owned_by: str
+    kind: Literal["base", "fine-tuned"]
+    base_model: str | None = None
+    fine_tuning_job: str | None = None
+    fine_tuning_method: Literal["lora", "full"] | None = None
+    context_length: int | None = None
