@@ -184,7 +184,7 @@ class JobRepository(Protocol):
         ...
 
     async def list_active(self) -> builtins.list[Job]:
-        """Return every job not yet finished, oldest first (all clients)."""
+        """Return every job not yet finished, or cancelled with its Ray job still to stop, oldest first."""
         ...
 
     async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:

@@ -168,6 +168,8 @@ class Job(BaseModel):
     output_dir: str | None = None
     trained_tokens: int | None = None
     result_files: list[str] = Field(default_factory=list)
+    # Cancelled while its Ray job could not be stopped (Jobs API down): the tracker stops it later.
+    stop_pending: bool = False
     created_at: int
     started_at: int | None = None
     finished_at: int | None = None
@@ -187,6 +189,7 @@ class JobChanges(BaseModel):
     output_dir: str | None = None
     trained_tokens: int | None = None
     result_files: list[str] | None = None
+    stop_pending: bool | None = None
     started_at: int | None = None
     finished_at: int | None = None
     estimated_finish: int | None = None

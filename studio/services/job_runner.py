@@ -132,12 +132,25 @@ class JobRunner:
                     del self._errors[job.id]
 
     async def advance(self, job: Job) -> None:
-        if job.status == "validating_files":
+        if job.stop_pending:
+            await self._stop(job)
+        elif job.status == "validating_files":
             await self._check_files(job)
         elif job.status == "queued" and job.ray_job_id is None:
             await self._launch(job)
         elif job.ray_job_id is not None:
             await self._follow(job)
+
+    async def _stop(self, job: Job) -> None:
+        """Stop the Ray job of a job cancelled while Ray could not be reached."""
+        if job.ray_job_id is not None:
+            with contextlib.suppress(NotFound):
+                await self._launcher.stop(job.ray_job_id)
+        stopped = await self._jobs.update(
+            job_id=job.id, expected=job.status, changes=JobChanges(stop_pending=False)
+        )
+        if stopped is not None:
+            await self._journal.record(stopped, f"Stopped Ray job {job.ray_job_id}")
 
     # -- validating_files -> queued -----------------------------------------------------------
 

@@ -186,24 +186,35 @@ class JobService:
         """Cancel a job that has not finished; its Ray job is stopped and its checkpoints kept.
 
         The status is written first, so the tracker, seeing the Ray job stop, finds the job already
-        cancelled instead of taking the stop for a failure to retry.
+        cancelled instead of taking the stop for a failure to retry. When Ray cannot be reached the
+        job is still cancelled, marked `stop_pending`, and the tracker stops its Ray job later.
 
         Raises:
             Conflict: the job already finished. NotFound: no such job for this client.
         """
         for _ in range(5):
             job = await self.get(client_id=client_id, job_id=job_id)
-            cancelled = await self._journal.transition(
-                job, "cancelled", JobChanges(finished_at=unix_now()), message="Job cancelled"
-            )
+            changes = JobChanges(finished_at=unix_now(), stop_pending=job.ray_job_id is not None)
+            cancelled = await self._journal.transition(job, "cancelled", changes, message="Job cancelled")
             if cancelled is not None:
                 break
         else:
             raise Unavailable("the job changed too often to cancel; try again")
-        if cancelled.ray_job_id is not None:
+        if cancelled.ray_job_id is None:
+            return cancelled
+        try:
             with contextlib.suppress(NotFound):
                 await self._require_compute().launcher.stop(cancelled.ray_job_id)
-        return cancelled
+        except Unavailable as exc:
+            log.warning("could not stop Ray job %s yet: %s", cancelled.ray_job_id, exc)
+            await self._journal.record(
+                cancelled, "The Ray job could not be stopped yet; the tracker will stop it", level="warn"
+            )
+            return cancelled
+        stopped = await self._jobs.update(
+            job_id=cancelled.id, expected="cancelled", changes=JobChanges(stop_pending=False)
+        )
+        return stopped or cancelled
 
     async def events(
         self, *, client_id: str, job_id: str, after: str | None, limit: int

@@ -42,7 +42,8 @@ class MongoJobRepository:
 
     async def list_active(self) -> builtins.list[Job]:
         with mongo_errors():
-            cursor = self._jobs.find({"status": {"$in": sorted(ACTIVE)}}).sort([("created_at", ASCENDING)])
+            query = {"$or": [{"status": {"$in": sorted(ACTIVE)}}, {"stop_pending": True}]}
+            cursor = self._jobs.find(query).sort([("created_at", ASCENDING)])
             docs = await cursor.to_list()
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
 

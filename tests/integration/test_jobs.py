@@ -67,14 +67,21 @@ class Stack:
 
 
 @asynccontextmanager
-async def jobs_stack(settings: Settings, jobs_address: str) -> AsyncIterator[Stack]:
-    """The API with compute, and the tracker's loop running in this process (the actor runs the same)."""
+async def jobs_stack(
+    settings: Settings, jobs_address: str, *, api_jobs_address: str | None = None
+) -> AsyncIterator[Stack]:
+    """The API with compute, and the tracker's loop running in this process (the actor runs the same).
+
+    `api_jobs_address` gives the API its own (say, unreachable) Jobs API address; the tracker keeps
+    `jobs_address`.
+    """
     assert settings.store.mongo_url is not None
     launcher = RayJobLauncher(jobs_address)
+    api_launcher = RayJobLauncher(api_jobs_address, timeout_s=2) if api_jobs_address else launcher
     mongo_url = settings.store.mongo_url.get_secret_value()
     async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:
         loop = asyncio.create_task(runner.run())
-        compute = Compute(launcher=launcher, cluster=RayClusterInfo(), notifier=RunnerNotifier(runner))
+        compute = Compute(launcher=api_launcher, cluster=RayClusterInfo(), notifier=RunnerNotifier(runner))
         try:
             async with running_api(settings, compute) as api:
                 _, headers = await make_client(api)
@@ -425,3 +432,40 @@ async def test_cpu_workers_train_data_parallel_through_ray_train(
         assert '"ray_train": true' in config and '"num_workers": 2' in config
         # 32 rows, batch 8 per rank on 2 ranks: 2 steps an epoch.
         assert done["progress"]["total_steps"] == 6 and done["trained_tokens"] > 0
+
+
+async def test_a_cancel_while_ray_is_unreachable_is_finished_by_the_tracker(
+    tmp_path: Path, mongo_url: str, ray_cluster: str
+) -> None:
+    from tests.servers import free_port
+
+    settings = make_settings(
+        tmp_path, mongo_url=mongo_url, training={"poll_interval_s": 0.5, "max_seq_len": 64}
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with jobs_stack(settings, ray_cluster, api_jobs_address=dead) as ready:
+        file_id = await upload(ready, capitals())
+        job = await ready.sdk.fine_tuning.jobs.create(
+            model=TINY,
+            training_file=file_id,
+            hyperparameters=fast_lora(100, batch=1),  # type: ignore[arg-type]
+        )
+        running = await wait_for_job(ready, job.id, lambda j: j["progress"]["step"] > 0)
+        cancelled = await ready.api.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=ready.headers)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        stopped_message = f"Stopped Ray job {running['ray_job_id']}"
+        for _ in range(120):
+            messages = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
+            if stopped_message in messages:
+                break
+            await asyncio.sleep(0.5)
+        assert stopped_message in messages
+        for _ in range(60):
+            state = (await ready.launcher.status(running["ray_job_id"])).state
+            if state != "running":
+                break
+            await asyncio.sleep(0.5)
+        done = (await ready.api.get(f"/v1/fine_tuning/jobs/{job.id}", headers=ready.headers)).json()
+        assert state == "stopped" and done["status"] == "cancelled"
+        messages = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert "The Ray job could not be stopped yet; the tracker will stop it" in messages
