@@ -145,6 +145,36 @@ class TrainingSettings(BaseModel):
     stream_max_s: float = Field(default=3600.0, gt=0)
 
 
+class K8sSettings(BaseModel):
+    """The Kubernetes cluster models are served on (beside the Ray cluster), scaled by KEDA.
+
+    No kubeconfig and not in_cluster: the default kubeconfig (`~/.kube/config` or `$KUBECONFIG`).
+    """
+
+    namespace: str = Field(default="mini-studio", min_length=1, max_length=63)
+    # One namespace per client, `<namespace>-<client>`, created on first deploy (needs cluster rights).
+    namespace_per_client: bool = False
+    kubeconfig: Path | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
+    # None: the cluster's default storage class.
+    storage_class: str | None = None
+    cache_size: str = "20Gi"
+    prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+    # KEDA: seconds without load before scaling to min replicas, and how often the trigger is read.
+    cooldown_s: int = Field(default=300, ge=0, le=86_400)
+    polling_interval_s: int = Field(default=15, ge=1, le=3600)
+    # Running + waiting requests per replica above which KEDA adds a replica.
+    scale_threshold: int = Field(default=8, ge=1, le=10_000)
+    termination_grace_s: int = Field(default=60, ge=0, le=3600)
+    # Each Kubernetes API call; the client is blocking and runs in a worker thread.
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # How long a model server may take to become ready (the Deployment's progressDeadlineSeconds and the
+    # startup probe's budget); past it the Deployment, and so the route, is failed.
+    ready_timeout_s: float = Field(default=1800.0, gt=0, le=86_400)
+
+
 class DefaultLimits(BaseModel):
     """Limits given to a new client when the admin names none."""
 
@@ -176,6 +206,7 @@ class Settings(BaseSettings):
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    k8s: K8sSettings = Field(default_factory=K8sSettings)
     # The original design's DFS_BASE_PATH is honoured as well as STUDIO_DFS_BASE_PATH.
     dfs_base_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("dfs_base_path", "STUDIO_DFS_BASE_PATH", "DFS_BASE_PATH")
