@@ -117,6 +117,7 @@ class JobRunner:
         for job in await self._jobs.list_active():
             try:
                 await self.advance(job)
+                self._errors.pop(job.id, None)
             except StudioError as exc:  # a dependency down: the next round tries again
                 log.warning("could not advance job %s: %s", job.id, exc, extra={"job_id": job.id})
             except Exception as exc:  # a bug or a broken document: fail the job rather than loop on it
