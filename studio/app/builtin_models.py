@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from studio.domain.estimate import shape_from_config
 from studio.domain.ids import unix_now
-from studio.schemas.base_models import BaseModelEntry, ModelShapeOut
+from studio.schemas.base_models import BaseModelEntry
 from studio.training.tiny_model import TINY_MODEL_NAME
 
 # The shape of the model `studio.training.tiny_model` builds on first use (a 2-layer Llama).
@@ -26,7 +26,7 @@ def builtin_models() -> list[BaseModelEntry]:
         BaseModelEntry(
             id=TINY_MODEL_NAME,
             source=TINY_MODEL_NAME,
-            shape=ModelShapeOut.of(shape_from_config(TINY_CONFIG)),
+            shape=shape_from_config(TINY_CONFIG),
             chat_template=True,
             description="A 2-layer Llama with random weights, made locally on first use (tests and demos).",
             builtin=True,

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from studio.app.singletons import head_node_singleton
 from studio.config import Settings
 from studio.errors import Unavailable
 from studio.stores.embedded_mongo import EmbeddedMongoServer, embedded_uri
@@ -45,15 +46,9 @@ async def embedded_mongo_url(settings: Settings) -> str:
     Raises:
         Unavailable: the server could not start (not installed, port taken) or did not answer in time.
     """
-    actor_class = ray.remote(EmbeddedMongoActor).options(
-        name=EMBEDDED_MONGO_ACTOR,
-        namespace=settings.ray.namespace,
-        get_if_exists=True,
-        lifetime="detached",
-        max_restarts=-1,
-        num_cpus=0,
-        # Its files are on the head node's disk: keep it there.
-        resources={"node:__internal_head__": 0.001},
+    # Its files are on the head node's disk: the singleton stays there.
+    actor_class = head_node_singleton(
+        EmbeddedMongoActor, name=EMBEDDED_MONGO_ACTOR, namespace=settings.ray.namespace
     )
     actor: Any = actor_class.remote(
         storage_path=str(settings.data_dir / "mongodb"),

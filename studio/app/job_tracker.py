@@ -16,6 +16,7 @@ import ray
 
 from studio.app.container import open_job_runner
 from studio.app.embedded import embedded_mongo_url
+from studio.app.singletons import head_node_singleton
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.config import Settings
 from studio.errors import Unavailable
@@ -72,14 +73,8 @@ class JobTrackerActor:
 
 def job_tracker(settings: Settings) -> Any:
     """Return the cluster's tracker actor, creating it (on the head node) when there is none."""
-    actor_class = ray.remote(JobTrackerActor).options(
-        name=settings.training.tracker_name,
-        namespace=settings.ray.namespace,
-        get_if_exists=True,
-        lifetime="detached",
-        max_restarts=-1,
-        num_cpus=0,
-        resources={"node:__internal_head__": 0.001},
+    actor_class = head_node_singleton(
+        JobTrackerActor, name=settings.training.tracker_name, namespace=settings.ray.namespace
     )
     return actor_class.remote(settings)
 

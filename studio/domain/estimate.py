@@ -44,14 +44,26 @@ class ModelShape:
 
 
 def shape_from_config(config: dict[str, Any]) -> ModelShape:
-    """Return the shape of a Llama-like model from its Hugging Face `config.json` contents."""
+    """Return the shape of a Llama-like model from its Hugging Face `config.json` contents.
+
+    Raises:
+        KeyError: a required field is missing. ValueError: a size is not a positive integer.
+    """
+    sizes = ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "max_position_embeddings")  # fmt: skip
+    for name in sizes:
+        value = config.get(name)
+        if value is None:  # absent (or null, as some configs write head_dim): the default applies
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
     hidden = int(config["hidden_size"])
     layers = int(config["num_hidden_layers"])
     vocab = int(config["vocab_size"])
-    inter = int(config.get("intermediate_size", 4 * hidden))
-    heads = int(config.get("num_attention_heads", max(1, hidden // 128)))
-    kv_heads = int(config.get("num_key_value_heads", heads))
-    head_dim = int(config.get("head_dim", hidden // heads))
+    inter = int(config.get("intermediate_size") or 4 * hidden)
+    heads = int(config.get("num_attention_heads") or max(1, hidden // 128))
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or max(1, hidden // heads))
     attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
     mlp = 3 * hidden * inter
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", False) else 2)
@@ -64,7 +76,7 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape:
         vocab_size=vocab,
         attention_heads=heads,
         kv_heads=kv_heads,
-        context_length=int(config.get("max_position_embeddings", 2048)),
+        context_length=int(config.get("max_position_embeddings") or 2048),
     )
 
 

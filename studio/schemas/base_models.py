@@ -9,35 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.domain.estimate import ModelShape
 
 
-class ModelShapeOut(BaseModel):
-    """A model's size and shape, as the estimate uses it."""
-
-    parameters: int
-    layers: int
-    hidden_size: int
-    intermediate_size: int
-    vocab_size: int
-    attention_heads: int
-    kv_heads: int
-    context_length: int
-
-    def to_domain(self) -> ModelShape:
-        return ModelShape(**self.model_dump())
-
-    @classmethod
-    def of(cls, shape: ModelShape) -> ModelShapeOut:
-        return cls(
-            parameters=shape.parameters,
-            layers=shape.layers,
-            hidden_size=shape.hidden_size,
-            intermediate_size=shape.intermediate_size,
-            vocab_size=shape.vocab_size,
-            attention_heads=shape.attention_heads,
-            kv_heads=shape.kv_heads,
-            context_length=shape.context_length,
-        )
-
-
 class BaseModelCreate(BaseModel):
     """Body of `POST /admin/base-models`.
 
@@ -60,7 +31,7 @@ class BaseModelEntry(BaseModel):
 
     id: str
     source: str
-    shape: ModelShapeOut
+    shape: ModelShape
     chat_template: bool
     description: str | None = None
     builtin: bool = False
@@ -77,7 +48,7 @@ class BaseModelPublic(BaseModel):
     description: str | None
     builtin: bool
     created_at: int
-    shape: ModelShapeOut
+    shape: ModelShape
 
     @classmethod
     def of(cls, entry: BaseModelEntry) -> BaseModelPublic:

@@ -8,7 +8,7 @@ from studio.domain.jobs import parse_fine_tuned_model_name
 from studio.domain.limits import model_allowed
 from studio.errors import Forbidden, InvalidInput, NotFound
 from studio.ports import BaseModelRepository, ModelInspector
-from studio.schemas.base_models import BaseModelCreate, BaseModelEntry, ModelShapeOut
+from studio.schemas.base_models import BaseModelCreate, BaseModelEntry
 from studio.schemas.clients import Client
 
 
@@ -42,14 +42,18 @@ class BaseModelService:
             )
         try:
             shape = shape_from_config(config)
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
             raise InvalidInput(
-                f"the model config lacks or has a wrong {exc}", param="config", code="invalid_model_config"
+                f"the model config lacks {exc}", param="config", code="invalid_model_config"
+            ) from None
+        except ValueError as exc:
+            raise InvalidInput(
+                f"the model config is invalid: {exc}", param="config", code="invalid_model_config"
             ) from None
         entry = BaseModelEntry(
             id=body.name,
             source=source,
-            shape=ModelShapeOut.of(shape),
+            shape=shape,
             chat_template=body.chat_template,
             description=body.description,
             created_at=unix_now(),

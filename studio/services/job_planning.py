@@ -71,7 +71,7 @@ def plan_job(
     `fits` is False when no number of the cluster's devices can hold the job (it is refused); `fits_now`
     is False when the devices exist but are taken (it waits `queued`).
     """
-    shape = model.shape.to_domain()
+    shape = model.shape
     longest = int(stats.tokens_per_example.max) if stats is not None else settings.max_seq_len
     sequence = max(16, min(shape.context_length, settings.max_seq_len, longest))
     pool = _pool(cluster, settings)

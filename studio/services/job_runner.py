@@ -140,7 +140,7 @@ class JobRunner:
         elif job.status == "queued" and job.ray_job_id is None:
             await self._launch(job)
         elif job.ray_job_id is not None:
-            await self._follow(job)
+            await self._follow(job, job.ray_job_id)
 
     async def _stop(self, job: Job) -> None:
         """Stop the Ray job of a job cancelled while Ray could not be reached."""
@@ -255,16 +255,19 @@ class JobRunner:
 
     # -- following a Ray job ------------------------------------------------------------------
 
-    async def _follow(self, job: Job) -> None:
-        assert job.ray_job_id is not None
+    async def _follow(self, job: Job, ray_job_id: str) -> None:
         try:
-            status = await self._launcher.status(job.ray_job_id)
+            status = await self._launcher.status(ray_job_id)
         except NotFound:
-            await self._retry_or_fail(job, f"Ray job {job.ray_job_id} no longer exists")
+            await self._retry_or_fail(job, f"Ray job {ray_job_id} no longer exists")
             return
         if status.state == "pending":
             return
-        job = await self._read_events(job)
+        try:
+            log_text = await self._launcher.logs(ray_job_id)
+        except NotFound:
+            log_text = ""
+        job = await self._read_events(job, log_text)
         if job.status == "queued":
             started = await self._journal.transition(
                 job, "running", JobChanges(started_at=unix_now()), message="Fine-tuning job started"
@@ -274,16 +277,12 @@ class JobRunner:
             job = started
         if status.state == "running":
             return
-        await self._finish(job, status)
+        # The whole attempt's events: its result line may have been read in an earlier round.
+        await self._finish(job, status, parse_events(log_text, 0)[0])
 
-    async def _read_events(self, job: Job) -> Job:
-        """Store the new events of the job's log and its progress; return the job as updated."""
-        assert job.ray_job_id is not None
-        try:
-            text = await self._launcher.logs(job.ray_job_id)
-        except NotFound:
-            return job
-        events, offset = parse_events(text, job.log_offset)
+    async def _read_events(self, job: Job, log_text: str) -> Job:
+        """Store the events of `log_text` past the job's offset and its progress; return the updated job."""
+        events, offset = parse_events(log_text, job.log_offset)
         if not events and offset == job.log_offset:
             return job
         progress = job.progress.model_copy()
@@ -341,17 +340,7 @@ class JobRunner:
             created_at=unix_now(),
         )
 
-    async def _outcome(self, job: Job) -> list[TrainingEvent]:
-        """Return every event of the job's current attempt (its result may have been read earlier)."""
-        assert job.ray_job_id is not None
-        try:
-            text = await self._launcher.logs(job.ray_job_id)
-        except NotFound:
-            return []
-        return parse_events(text, 0)[0]
-
-    async def _finish(self, job: Job, status: LaunchStatus) -> None:
-        events = await self._outcome(job)
+    async def _finish(self, job: Job, status: LaunchStatus, events: list[TrainingEvent]) -> None:
         result = next((e.fields for e in reversed(events) if e.type == "result"), None)
         error = next((e.fields for e in reversed(events) if e.type == "error"), None)
         if status.state == "succeeded" and result is not None and not result.get("stopped"):

@@ -24,10 +24,9 @@ def _base(entry: BaseModelEntry) -> ModelPublic:
     )
 
 
-def _fine_tuned(job: Job) -> ModelPublic:
-    assert job.fine_tuned_model is not None
+def _fine_tuned(job: Job, name: str) -> ModelPublic:
     return ModelPublic(
-        id=job.fine_tuned_model,
+        id=name,
         created=job.finished_at or job.created_at,
         owned_by=job.client_id,
         kind="fine-tuned",
@@ -46,7 +45,8 @@ class ModelCatalog:
         """Return the base models the client may use, then its fine-tuned models (newest first)."""
         allowed = client.limits.allowed_base_models
         bases = [_base(e) for e in await self._base_models.list() if model_allowed(allowed, e.id)]
-        return bases + [_fine_tuned(job) for job in await self._jobs.list_fine_tuned(client.id)]
+        jobs = await self._jobs.list_fine_tuned(client.id)
+        return bases + [_fine_tuned(job, job.fine_tuned_model) for job in jobs if job.fine_tuned_model]
 
     async def get(self, client: Client, model_id: str) -> ModelPublic:
         """Return one model the client can name.
@@ -58,7 +58,7 @@ class ModelCatalog:
         if parsed is not None:
             job = await self._jobs.get(client_id=client.id, job_id=parsed[3])
             if job is not None and job.fine_tuned_model == model_id:
-                return _fine_tuned(job)
+                return _fine_tuned(job, model_id)
         elif model_allowed(client.limits.allowed_base_models, model_id):
             entry = await self._base_models.get(model_id)
             if entry is not None:

@@ -345,6 +345,11 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     }  # fmt: skip
     from tests.api.conftest import ADMIN
 
+    zero_heads = {**config, "num_attention_heads": 0}
+    refused = await api.post(
+        "/admin/base-models", json={"name": "meta/broken", "config": zero_heads}, headers=ADMIN
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_model_config"
     registered = await api.post(
         "/admin/base-models", json={"name": "meta/llama-70b", "config": config}, headers=ADMIN
     )

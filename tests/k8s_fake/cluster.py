@@ -421,23 +421,10 @@ class FakeCluster:
                 replicas = spec.get("replicas", 1)
                 generation = meta["generation"]
                 if key[2] in self._failing:
-                    status = {
-                        "observedGeneration": generation,
-                        "replicas": replicas,
-                        "updatedReplicas": replicas,
-                        "unavailableReplicas": replicas,
-                        "conditions": [
-                            _condition(
-                                "Available",
-                                "False",
-                                "MinimumReplicasUnavailable",
-                                "Deployment does not have minimum availability.",
-                            ),
-                            _condition(
-                                "Progressing", "False", "ProgressDeadlineExceeded", self._failing[key[2]]
-                            ),
-                        ],
-                    }
+                    progressing = _condition(
+                        "Progressing", "False", "ProgressDeadlineExceeded", self._failing[key[2]]
+                    )
+                    status = _unavailable(generation, replicas, progressing)
                 elif now - self._changed_at.get(key, now) >= self.ready_delay_s or replicas == 0:
                     status = {
                         "observedGeneration": generation,
@@ -461,29 +448,30 @@ class FakeCluster:
                         ],
                     }
                 else:
-                    status = {
-                        "observedGeneration": generation,
-                        "replicas": replicas,
-                        "updatedReplicas": replicas,
-                        "unavailableReplicas": replicas,
-                        "conditions": [
-                            _condition(
-                                "Available",
-                                "False",
-                                "MinimumReplicasUnavailable",
-                                "Deployment does not have minimum availability.",
-                            ),
-                            _condition(
-                                "Progressing",
-                                "True",
-                                "ReplicaSetUpdated",
-                                f'ReplicaSet "{key[2]}-7d9f8b6c5" is progressing.',
-                            ),
-                        ],
-                    }
+                    progressing = _condition(
+                        "Progressing",
+                        "True",
+                        "ReplicaSetUpdated",
+                        f'ReplicaSet "{key[2]}-7d9f8b6c5" is progressing.',
+                    )
+                    status = _unavailable(generation, replicas, progressing)
                 if _without_times(obj.get("status", {})) != status:
                     obj["status"] = _with_times(status)
                     meta["resourceVersion"] = self._next_version()
+
+
+def _unavailable(generation: int, replicas: int, progressing: Obj) -> Obj:
+    """A Deployment status with no replica available yet, and the given Progressing condition."""
+    unavailable = _condition(
+        "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."
+    )
+    return {
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "unavailableReplicas": replicas,
+        "conditions": [unavailable, progressing],
+    }
 
 
 def _condition(kind: str, status: str, reason: str, message: str) -> Obj:

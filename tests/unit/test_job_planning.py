@@ -9,7 +9,7 @@ from studio.domain.dataset_stats import DatasetStats, Distribution
 from studio.domain.estimate import GIB, shape_from_config
 from studio.domain.jobs import auto_batch_size, auto_epochs, classify_exit, learning_rate
 from studio.domain.training_events import describe, parse_events
-from studio.schemas.base_models import BaseModelEntry, ModelShapeOut
+from studio.schemas.base_models import BaseModelEntry
 from studio.schemas.jobs import ClusterResources, GpuPool, HyperparametersIn
 from studio.services.job_planning import decide_hyperparameters, plan_job
 
@@ -46,7 +46,7 @@ def cluster(
 
 
 def llama_8b() -> BaseModelEntry:
-    shape = ModelShapeOut.of(shape_from_config(LLAMA_8B))
+    shape = shape_from_config(LLAMA_8B)
     return BaseModelEntry(
         id="meta/llama-8b", source="meta/llama-8b", shape=shape, chat_template=True, created_at=0
     )
@@ -147,3 +147,14 @@ def test_ray_resources_are_summarized_by_accelerator_type() -> None:
     )
     assert summary.nodes == 2 and summary.cpus_free == 6 and summary.largest_node_memory_bytes == 64 * GIB
     assert summary.gpus_by_type == {"A10G": GpuPool(total=4, free=1)}
+
+
+def test_a_model_config_with_bad_sizes_is_refused_and_null_defaults_apply() -> None:
+    import pytest
+
+    for bad in ({"num_attention_heads": 0}, {"hidden_size": -64}, {"vocab_size": "many"}, {"head_dim": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            shape_from_config({**LLAMA_8B, **bad})
+    with pytest.raises(KeyError):
+        shape_from_config({k: v for k, v in LLAMA_8B.items() if k != "hidden_size"})
+    assert shape_from_config({**LLAMA_8B, "head_dim": None}) == shape_from_config(LLAMA_8B)
