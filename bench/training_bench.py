@@ -6,7 +6,8 @@ Both train LoRA adapters (r=8, alpha=16, dropout 0.05 on q/k/v/o) of the tiny Ll
 tokenized chat rows, in the same batches (same order), with AdamW, a linear schedule, gradient
 clipping at 1.0 and the same number of torch threads, on the CPU. Tokens per second count the
 non-padding tokens of every batch over the time spent in training steps (batch assembly, forward,
-backward, clipping, optimizer and schedule), the definition of the entrypoint's `tokens_per_second`:
+backward, clipping, optimizer and schedule) after the first step (warm-up), the definition of the
+entrypoint's `tokens_per_second`:
 for the entrypoint it is the value of its last step's metrics event (`python -m studio.training` as
 a subprocess), for the plain loop it is measured the same way in this process. Start-up (imports,
 model load, tokenization) and the final save are outside both figures; the entrypoint's wall time is
@@ -134,7 +135,7 @@ def plain_run(*, model_path: Path, dataset: Path, epochs: int, batch_size: int, 
     schedule = [epoch_steps(len(examples), batch_size, 1, 1, 0, SEED, epoch) for epoch in range(epochs)]
     total = sum(len(steps) for steps in schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (total - step) / total))
-    tokens, busy = 0, 0.0
+    tokens, busy, first = 0, 0.0, True
     for steps in schedule:
         for (indices,) in steps:  # one micro-batch a step: no accumulation
             started = time.perf_counter()
@@ -145,8 +146,10 @@ def plain_run(*, model_path: Path, dataset: Path, epochs: int, batch_size: int, 
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            busy += time.perf_counter() - started
-            tokens += int(batch["attention_mask"].sum())
+            if not first:  # the first step is left out, as the entrypoint does
+                busy += time.perf_counter() - started
+                tokens += int(batch["attention_mask"].sum())
+            first = False
     return tokens / busy
 
 

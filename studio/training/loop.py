@@ -407,6 +407,10 @@ def _batches(run: _Run) -> Iterator[tuple[int, list[list[int]]]]:
                 yield epoch, micro_batches
 
 
+def _rate(tokens: int, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
+
+
 def train(
     config: TrainConfig,
     *,
@@ -429,8 +433,11 @@ def train(
     run = _Run(config, report)
     run.setup()
     evaluated_at = -1
-    busy = 0.0  # seconds spent in training steps by this call, for throughput and ETA
-    tokens_seen = 0
+    # Seconds spent in and tokens seen by this call's training steps, for throughput and ETA. The first
+    # step (CUDA kernels chosen and compiled, allocator warming up: 30% of a short GPU run's time) is
+    # left out once there are others.
+    busy = first_busy = 0.0
+    tokens_seen = first_tokens = 0
     first_step = run.step
     for _epoch, micro_batches in _batches(run):
         if should_stop is not None and _any_rank(should_stop()):
@@ -440,12 +447,16 @@ def train(
         lr = float(run.scheduler.get_last_lr()[0])
         t0 = time.monotonic()
         loss, tokens, trained = run.train_step(micro_batches)
-        busy += time.monotonic() - t0
         run.step += 1
         run.last_loss = loss
         run.trained_tokens += trained
-        tokens_seen += tokens
         done = run.step - first_step
+        if done == 1:
+            first_busy, first_tokens = time.monotonic() - t0, tokens
+        else:
+            busy += time.monotonic() - t0
+            tokens_seen += tokens
+        step_time = busy / (done - 1) if done > 1 else first_busy
         run.emit({
             "type": "metrics",
             "step": run.step,
@@ -453,9 +464,9 @@ def train(
             "epoch": round(run.step / run.per_epoch, 4),
             "train_loss": loss,
             "learning_rate": lr,
-            "tokens_per_second": tokens_seen / busy if busy > 0 else 0.0,
+            "tokens_per_second": _rate(tokens_seen, busy) if done > 1 else _rate(first_tokens, first_busy),
             "trained_tokens": run.trained_tokens,
-            "eta_seconds": (run.total_steps - run.step) * busy / done,
+            "eta_seconds": (run.total_steps - run.step) * step_time,
         })  # fmt: skip
         if run.valid_set and config.eval_every_steps and run.step % config.eval_every_steps == 0:
             metrics = evaluate(run.model, run.valid_set, config.batch_size, run.pad_id, run.device)

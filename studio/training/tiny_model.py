@@ -149,23 +149,48 @@ def _save_tokenizer(tokenizer: Any, path: Path) -> None:
     _write_json(path / "special_tokens_map.json", special)
 
 
+# The tiny model's sizes; head_dim 32: vLLM's CPU attention kernels take head sizes of 32 and up, not 16.
+TINY_SIZES: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 512,
+}
+
+
 def _build(path: Path, seed: int) -> None:
-    """Write the tokenizer, config, weights and generation config into the empty directory `path`."""
+    """Write the tiny model (tokenizer, config, weights, generation config) into the empty `path`."""
+    build_random_llama(path, TINY_SIZES, seed=seed, tie_word_embeddings=True)
+
+
+def build_random_llama(
+    path: Path,
+    sizes: dict[str, int],
+    *,
+    seed: int = 0,
+    tie_word_embeddings: bool = False,
+    dtype: str = "float32",
+) -> None:
+    """Write a Llama with random weights and the sizes given (LlamaConfig fields) into `path`.
+
+    The tokenizer is the tiny model's (trained on the spot); `vocab_size` in `sizes` may exceed it
+    (the extra rows are never produced by the tokenizer but cost memory and compute like a real
+    vocabulary), which is what benchmarks of realistic model shapes want. Weights are saved in
+    `dtype` (a torch dtype name).
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    path.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer()
+    tokenizer.model_max_length = sizes.get("max_position_embeddings", tokenizer.model_max_length)
     _save_tokenizer(tokenizer, path)
+    fields: dict[str, Any] = {"vocab_size": len(tokenizer), **sizes}
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        # head_dim 32: vLLM's CPU attention kernels take head sizes of 32 and up, not 16.
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
+        **fields,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -180,14 +205,15 @@ def _build(path: Path, seed: int) -> None:
         # gain on the final norm gives the logits room (a full fine-tune would learn it by itself).
         with torch.no_grad():
             model.model.norm.weight.fill_(FINAL_NORM_GAIN)
+    model.to(getattr(torch, dtype))
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     model.save_pretrained(str(path), safe_serialization=True)
-    if not (path / "model.safetensors").is_file():
-        raise RuntimeError(f"saving the tiny model wrote no model.safetensors in {path}")
+    if not any(path.glob("model*.safetensors")):
+        raise RuntimeError(f"saving the random model wrote no safetensors in {path}")
 
 
 def is_tiny_model(path: Path) -> bool:

@@ -130,7 +130,7 @@ def test_gpu_jobs_are_sized_on_the_clusters_accelerators() -> None:
         model=llama_8b(),
         hyperparameters=lora,
         stats=stats(1000, 512),
-        cluster=cluster(gpus={"A10G": 1}),
+        cluster=cluster(gpus={"L40S": 1}),
         settings=settings,
     )
     assert one.fits and one.resources.workers == 1 and one.trainable_parameters < one.total_parameters / 100

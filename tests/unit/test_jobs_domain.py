@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_full_7b_needs_sharding_and_lora_fits_one_small_gpu() -> None:
     )
     full = estimate(shape, plan, H100)
     assert full.fits and full.workers >= 2
-    assert full.training_state_bytes == shape.parameters * 16
+    assert full.training_state_bytes == shape.parameters * 18  # AdamW state + bf16 autocast copy
     lora = estimate(
         shape,
         TrainingPlan(
@@ -108,3 +109,35 @@ def test_lora_that_cannot_fit_says_why() -> None:
     )
     result = estimate(shape, plan, A10G)
     assert not result.fits and result.reason is not None and "GiB" in result.reason
+
+
+# Peak `torch.cuda.max_memory_allocated` of the training loop on an H200 (bench/cuda_training.py,
+# bench/results/*.json): (shape, method, sequence length, batch size) -> GiB measured.
+MEASURED_PEAKS = [
+    ("tinyllama-1.1b", "lora", 1024, 8, 19.68),
+    ("tinyllama-1.1b", "full", 1024, 8, 35.93),
+    ("llama-3.2-3b", "lora", 2048, 4, 47.71),
+    ("llama-3.2-3b", "full", 2048, 4, 94.88),
+]
+SHAPES = {
+    "tinyllama-1.1b": {
+        "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+        "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048,
+    },
+    "llama-3.2-3b": {
+        "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 4096,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "method", "seq", "batch", "measured_gib"), MEASURED_PEAKS)
+def test_memory_estimate_matches_the_measured_peak(
+    name: str, method: Literal["lora", "full"], seq: int, batch: int, measured_gib: float
+) -> None:
+    shape = shape_from_config(SHAPES[name])
+    plan = TrainingPlan(
+        method=method, precision="bf16", sequence_length=seq, batch_size=batch, dataset_tokens=1, epochs=1
+    )
+    estimated = estimate(shape, plan, Device("H200", 141 * GIB, 989.0)).memory_per_worker_bytes / GIB
+    assert 0.9 * measured_gib <= estimated <= 1.1 * measured_gib
