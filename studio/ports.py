@@ -9,13 +9,15 @@ import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from studio.domain.datasets import ValidationLimits, ValidationReport
+from studio.domain.deployments import DeploymentStatus
 from studio.domain.jobs import JobStatus
 from studio.schemas.base_models import BaseModelEntry
 from studio.schemas.clients import ApiKey, Client
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
+from studio.schemas.deployments import Deployment, DeploymentChanges
 from studio.schemas.jobs import (
     Checkpoint,
     ClusterResources,
@@ -352,4 +354,106 @@ class ModelInspector(Protocol):
 
     async def read_config(self, source: str) -> dict[str, Any] | None:
         """Return the `config.json` of a local model directory, or None when `source` is not one."""
+        ...
+
+
+class DeploymentRepository(Protocol):
+    """Deployments, which are the routing table (`model_routing`), and the table's version counter."""
+
+    async def insert(self, deployment: Deployment) -> None:
+        """Store a new deployment and bump the version.
+
+        Raises:
+            Conflict: the model already has a deployment (code `already_deployed`).
+        """
+        ...
+
+    async def get(self, deployment_id: str) -> Deployment | None: ...
+
+    async def get_by_model(self, model: str) -> Deployment | None: ...
+
+    async def list(self, *, client_id: str | None = None) -> builtins.list[Deployment]:
+        """Return the client's deployments (every deployment when None), oldest first."""
+        ...
+
+    async def list_attached(self, base_deployment: str) -> builtins.list[Deployment]:
+        """Return the adapter deployments that run on the deployment `base_deployment`."""
+        ...
+
+    async def update(
+        self, *, deployment_id: str, expected: DeploymentStatus, changes: DeploymentChanges
+    ) -> Deployment | None:
+        """Write `changes` if the status is still `expected` and bump the version; return it, or None."""
+        ...
+
+    async def remove(self, deployment_id: str) -> bool:
+        """Delete the record and bump the version; return whether it existed."""
+        ...
+
+    async def version(self) -> int:
+        """Return the routing version: it changes whenever a deployment is added, changed or removed."""
+        ...
+
+
+ServerState = Literal["starting", "running", "failed", "absent"]
+
+
+class ModelServers(Protocol):
+    """Starts, follows and stops model servers (Serve applications or Kubernetes Deployments)."""
+
+    async def deploy(self, deployment: Deployment) -> None:
+        """Start (or update) the deployment's model server and return without waiting for it."""
+        ...
+
+    async def state(self, deployment: Deployment) -> tuple[ServerState, str]:
+        """Return the server's state and, for `failed`, why."""
+        ...
+
+    async def attach(self, adapter: Deployment) -> None:
+        """Load the adapter into its base deployment's server (one replica now, others on first use).
+
+        Raises:
+            InvalidInput: the adapter cannot be loaded (the message says why).
+        """
+        ...
+
+    async def remove(self, deployment: Deployment) -> None:
+        """Stop the deployment's server (or detach the adapter); return once asked, not once gone."""
+        ...
+
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceCall:
+    """One OpenAI inference request routed to a deployment: `body` is the client's JSON, passed through.
+
+    `model` is the public name (a base model or an `ft:` name); `adapter` is set when it runs as a LoRA
+    adapter of its base's server.
+    """
+
+    kind: Literal["chat", "completion"]
+    model: str
+    body: JsonObject
+    deployment: Deployment
+
+
+class InferenceBackend(Protocol):
+    """Sends inference requests to the model servers."""
+
+    async def complete(self, call: InferenceCall) -> JsonObject:
+        """Return the OpenAI response object.
+
+        Raises:
+            InvalidInput: the server refused the request (prompt too long, bad sampling values).
+            Unavailable: the server cannot be reached.
+        """
+        ...
+
+    def stream(self, call: InferenceCall) -> AsyncIterator[str]:
+        """Yield the Server-Sent Events (`data: {...}\n\n` strings, ending `data: [DONE]\n\n`).
+
+        Errors before the first event are raised as by `complete`.
+        """
         ...

@@ -14,6 +14,7 @@ from studio.logs import DB_LOGGER
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_clients import MongoClientRepository
 from studio.stores.mongo_datasets import MongoDatasetRepository, MongoUploadRepository
+from studio.stores.mongo_deployments import MongoDeploymentRepository
 from studio.stores.mongo_jobs import MongoCheckpointRepository, MongoJobEventRepository, MongoJobRepository
 from studio.stores.mongo_models import MongoBaseModelRepository
 
@@ -43,7 +44,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "fine_tuning_job_events": [IndexModel([("job_id", ASCENDING), ("seq", ASCENDING)])],
     "fine_tuning_job_checkpoints": [IndexModel([("job_id", ASCENDING), ("step", ASCENDING)])],
-    "model_routing": [IndexModel([("client_id", ASCENDING), ("model", ASCENDING)], unique=True)],
+    # One deployment per model name: the name is what inference requests route by.
+    "model_routing": [
+        IndexModel([("model", ASCENDING)], unique=True, name="model_unique"),
+        IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("base_deployment", ASCENDING)]),
+    ],
 }
 
 
@@ -88,6 +94,7 @@ class MongoStore:
         self._job_events = MongoJobEventRepository(database)
         self._checkpoints = MongoCheckpointRepository(database)
         self._base_models = MongoBaseModelRepository(database)
+        self._deployments = MongoDeploymentRepository(database)
 
     @classmethod
     async def connect(cls, url: str, settings: StoreSettings) -> MongoStore:
@@ -143,6 +150,10 @@ class MongoStore:
     @property
     def base_models(self) -> MongoBaseModelRepository:
         return self._base_models
+
+    @property
+    def deployments(self) -> MongoDeploymentRepository:
+        return self._deployments
 
     async def ping(self) -> None:
         with mongo_errors():

@@ -1,0 +1,66 @@
+"""Model deployments: their state machine, where a model is placed, and the names of Serve applications.
+
+A deployment puts one model name (a base model or an `ft:` fine-tune) behind the inference API. Its
+record in `model_routing` is both the `/v1/deployments` resource and the routing entry the ingress keeps
+in memory. Every status change goes through `check_deployment_transition`; the store writes it as a
+conditional update on the old status.
+
+Placement (`placement`): a base model or a full fine-tune runs its own model server (a Serve application
+or a Kubernetes Deployment); a LoRA fine-tune whose base is deployed on Serve is an *adapter* of that
+deployment, loaded into its replicas at runtime, so it answers within seconds without new replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+from studio.errors import Conflict
+
+DeploymentStatus = Literal["deploying", "ready", "failed", "deleting"]
+Target = Literal["serve", "kubernetes"]
+Placement = Literal["server", "adapter"]
+
+# Statuses in which the route exists for inference (a deploying one makes requests wait, bounded).
+LIVE: frozenset[str] = frozenset({"deploying", "ready"})
+
+# FROM -> allowed TO. `ready -> deploying`: a model server lost its replicas and is coming back;
+# `failed -> deploying`: a redeploy of the same model. A deleted deployment's record is removed.
+DEPLOYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    "deploying": frozenset({"ready", "failed", "deleting"}),
+    "ready": frozenset({"deploying", "failed", "deleting"}),
+    "failed": frozenset({"deploying", "deleting"}),
+    "deleting": frozenset(),
+}
+
+# Serve applications Mini Studio adds for models all start with this prefix, which the ingress
+# application's name may not use: `serve.run` under an existing name silently replaces that application.
+APP_PREFIX = "ms-model-"
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def check_deployment_transition(current: str, target: str) -> None:
+    """Raise Conflict unless the table allows `current -> target`."""
+    if target not in DEPLOYMENT_TRANSITIONS.get(current, frozenset()):
+        raise Conflict(f"a deployment cannot go from {current!r} to {target!r}", code="invalid_status_change")
+
+
+def serve_app_name(model: str) -> str:
+    """Return the Serve application name of `model`'s model server: prefix, readable slug, short hash.
+
+    The hash keeps two names that slug alike (`a/b` and `a-b`) apart; the result is at most 60 chars.
+    """
+    slug = _SLUG.sub("-", model.lower()).strip("-")[:36].strip("-") or "model"
+    digest = hashlib.sha256(model.encode()).hexdigest()[:10]
+    return f"{APP_PREFIX}{slug}-{digest}"
+
+
+def is_reserved_app_name(name: str) -> bool:
+    """Return True when `name` is in the namespace of model applications (not usable by the ingress)."""
+    return name.startswith(APP_PREFIX)
+
+
+def placement(*, fine_tuning_method: Literal["lora", "full"] | None) -> Placement:
+    """Return how a model is deployed: LoRA fine-tunes are adapters, everything else a model server."""
+    return "adapter" if fine_tuning_method == "lora" else "server"

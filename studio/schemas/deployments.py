@@ -1,0 +1,134 @@
+"""Deployments of models for inference: the request bodies, the stored routing record, the public view.
+
+The stored `Deployment` is the `model_routing` document: the model name it serves, where (`target`,
+`app_name` / `service_url`), how (`placement`, `base_deployment` for an adapter), its status and owner.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+from studio.domain.deployments import DeploymentStatus, Placement, Target
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class EngineOptions(BaseModel):
+    """vLLM engine arguments a deployment may set; None takes the server's default from settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_model_len: int | None = Field(default=None, ge=16, le=1_048_576)
+    dtype: Dtype = "auto"
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    # KV cache size on CPU machines (vLLM's `kv_cache_memory_bytes`); None: the settings' value.
+    kv_cache_bytes: int | None = Field(default=None, ge=1 << 20)
+    # Adapters: the largest LoRA rank it takes and how many it holds in memory at once (per replica).
+    max_lora_rank: int = Field(default=16, ge=1, le=512)
+    max_adapters: int = Field(default=4, ge=1, le=64)
+
+
+class DeploymentCreate(BaseModel):
+    """Body of `POST /v1/deployments` (and of the original `/inference/deploy/*` paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        validation_alias=AliasChoices("model", "base_model", "fine_tuned_model"),
+    )
+    target: Target = "serve"
+    # Replicas: min 0 scales to zero when idle (the first request then waits for one to start).
+    min_replicas: int = Field(default=1, ge=0, le=64)
+    max_replicas: int = Field(default=1, ge=1, le=64)
+    target_ongoing_requests: float = Field(default=8.0, gt=0, le=10_000)
+    num_cpus: float | None = Field(default=None, gt=0, le=512)
+    num_gpus: float = Field(default=0.0, ge=0, le=64)
+    engine: EngineOptions = Field(default_factory=EngineOptions)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> DeploymentCreate:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
+            )
+        return self
+
+
+class Deployment(BaseModel):
+    """A deployment as stored in `model_routing` (`_id` = `id`; `model` is unique among records)."""
+
+    id: str
+    client_id: str
+    model: str
+    kind: Literal["base", "fine-tuned"]
+    base_model: str
+    placement: Placement
+    target: Target
+    status: DeploymentStatus
+    # Serve: the model server's application; for an adapter, its base deployment's application.
+    app_name: str | None = None
+    # Kubernetes: the in-cluster URL of the model's Service.
+    service_url: str | None = None
+    base_deployment: str | None = None
+    # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
+    model_source: str
+    adapter_path: str | None = None
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    num_cpus: float
+    num_gpus: float
+    engine: EngineOptions
+    error: str | None = None
+    created_at: int
+    updated_at: int
+    ready_at: int | None = None
+
+
+class DeploymentChanges(BaseModel):
+    """Fields a deployment update sets; only those given are written (`exclude_unset`)."""
+
+    status: DeploymentStatus | None = None
+    error: str | None = None
+    service_url: str | None = None
+    updated_at: int | None = None
+    ready_at: int | None = None
+
+
+class DeploymentPublic(BaseModel):
+    object: Literal["deployment"] = "deployment"
+    id: str
+    model: str
+    kind: Literal["base", "fine-tuned"]
+    base_model: str
+    placement: Placement
+    target: Target
+    status: DeploymentStatus
+    app_name: str | None
+    service_url: str | None
+    base_deployment: str | None
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    num_cpus: float
+    num_gpus: float
+    engine: EngineOptions
+    error: str | None
+    created_at: int
+    ready_at: int | None
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentPublic:
+        return cls.model_validate(
+            deployment.model_dump(exclude={"client_id", "model_source", "adapter_path"})
+        )
+
+
+class DeploymentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeploymentPublic]
+    has_more: bool = False

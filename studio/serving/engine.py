@@ -1,0 +1,117 @@
+"""vLLM engine settings for a model server, and the zero adapter that base-model requests run through.
+
+Findings behind these settings (docs/research/vllm-cpu-serving.md):
+- `VLLM_ENABLE_V1_MULTIPROCESSING=0` with the "uni" executor: without it vLLM's CPU platform turns
+  "uni" into "mp" and adds a worker process (+0.9 GiB); the engine core still runs in its own process.
+- Base requests go through an all-zero LoRA adapter, never without one: vLLM's CPU LoRA kernels apply
+  the last adapter slot to no-adapter rows of a mixed batch (index -1), so a base request batched with
+  a fine-tune's would get that fine-tune (vLLM PRs #48421 / #49656). Zero weights leave the base as is.
+- Adapters are registered (`add_lora`) before any request names them: a bad adapter path reaching
+  `generate` kills the engine core, while `add_lora` only raises.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from studio.serving.spec import ServerSpec
+
+# The engine's own name for the model; requests name the public model, which is an adapter's name.
+ENGINE_MODEL_NAME = "__engine__"
+CPU_KV_CACHE_BYTES = 64 << 20
+
+
+def engine_env(scratch_dir: str) -> dict[str, str]:
+    """Return the environment of a model server replica (its engine core process inherits it)."""
+    scratch = Path(scratch_dir)
+    return {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_RPC_BASE_PATH": str(scratch / "rpc"),
+        "VLLM_CACHE_ROOT": str(scratch / "cache"),
+        "TMPDIR": str(scratch / "tmp"),
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def prepare_scratch(scratch_dir: str) -> None:
+    """Create the scratch folders `engine_env` points at."""
+    for name in ("rpc", "cache", "tmp"):
+        (Path(scratch_dir) / name).mkdir(parents=True, exist_ok=True)
+
+
+def engine_args(spec: ServerSpec) -> dict[str, Any]:
+    """Return the keyword arguments of vLLM's `AsyncEngineArgs` for `spec`."""
+    args: dict[str, Any] = {
+        "model": spec.model_source,
+        "served_model_name": [ENGINE_MODEL_NAME if spec.adapters else spec.model_name],
+        "dtype": spec.dtype,
+        "disable_log_stats": True,
+    }
+    if spec.max_model_len is not None:
+        args["max_model_len"] = spec.max_model_len
+    if spec.adapters:
+        slots = spec.max_adapters + 1  # + the zero adapter of base requests
+        args |= {
+            "enable_lora": True,
+            "max_loras": slots,
+            "max_cpu_loras": slots,
+            "max_lora_rank": spec.max_lora_rank,
+        }
+    if spec.use_gpu:
+        args["gpu_memory_utilization"] = spec.gpu_memory_utilization
+    else:
+        args |= {
+            "distributed_executor_backend": "uni",
+            "enforce_eager": True,
+            "kv_cache_memory_bytes": spec.kv_cache_bytes or CPU_KV_CACHE_BYTES,
+        }
+    return args
+
+
+def write_zero_adapter(model_dir: str, out_dir: Path) -> Path:
+    """Write a rank-1 LoRA adapter on `q_proj` with all-zero weights (the base model exactly); return it.
+
+    Raises:
+        ValueError: `model_dir` has no readable `config.json` (a hub id must be downloaded first).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"no config.json in {model_dir!r}: the model server needs a local model directory")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    text = config.get("text_config") or config
+    hidden = int(text["hidden_size"])
+    heads = int(text["num_attention_heads"])
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    tensors = {}
+    for layer in range(int(text["num_hidden_layers"])):
+        prefix = f"base_model.model.model.layers.{layer}.self_attn.q_proj"
+        tensors[f"{prefix}.lora_A.weight"] = torch.zeros(1, hidden)
+        tensors[f"{prefix}.lora_B.weight"] = torch.zeros(heads * head_dim, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
+    adapter_config = {
+        "peft_type": "LORA", "r": 1, "lora_alpha": 1, "target_modules": ["q_proj"], "bias": "none",
+        "task_type": "CAUSAL_LM", "base_model_name_or_path": model_dir,
+    }  # fmt: skip
+    (out_dir / "adapter_config.json").write_text(json.dumps(adapter_config), encoding="utf-8")
+    return out_dir
+
+
+def adapter_rank(path: str) -> int:
+    """Return the LoRA rank `r` an adapter directory declares.
+
+    Raises:
+        ValueError: the directory holds no readable `adapter_config.json`.
+    """
+    config_path = Path(path) / "adapter_config.json"
+    try:
+        return int(json.loads(config_path.read_text(encoding="utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"no LoRA adapter at {path!r}: {exc}") from exc

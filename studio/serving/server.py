@@ -1,0 +1,216 @@
+"""`ModelServer`: one replica of a deployed model, a vLLM `AsyncLLM` behind vLLM's own OpenAI layer.
+
+Requests arrive through deployment handles as the client's OpenAI JSON body, checked by vLLM's request
+models and served by vLLM's `OpenAIServingChat` / `OpenAIServingCompletion` in this process (no HTTP hop).
+LoRA adapters are Serve multiplexed models: the caller names the adapter (`multiplexed_model_id`, its
+public `ft:` name) and passes its directory; a replica loads it on first use (`add_lora`, tens of ms)
+and keeps up to `max_adapters` (least recently used is dropped), and Serve routes an adapter's requests
+to replicas that already hold it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from studio.serving.engine import (
+    adapter_rank,
+    engine_args,
+    prepare_scratch,
+    write_zero_adapter,
+)
+from studio.serving.errors import ModelRequestError
+from studio.serving.spec import ServerSpec
+
+log = logging.getLogger(__name__)
+JsonObject = dict[str, Any]
+
+
+class _Adapter:
+    """What the multiplexed loader caches; Serve drops it (LRU), which unregisters the name."""
+
+    def __init__(self, name: str, server: ModelServer) -> None:
+        self.name = name
+        self._server = server
+
+    def __del__(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server._forget(self.name)
+
+
+class ModelServer:
+    """A Serve deployment class (options are set by `studio.backends.serve_models`)."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._spec = spec
+        self._scratch = Path(spec.scratch_dir)
+        prepare_scratch(spec.scratch_dir)
+        self._args = AsyncEngineArgs(**engine_args(spec))
+        self._engine = AsyncLLM.from_engine_args(self._args)
+        self._adapter_paths: dict[str, str] = {}
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._loop.create_task(self._prepare())
+        self._load_adapter: Callable[[str], Awaitable[_Adapter]] = serve.multiplexed(
+            max_num_models_per_replica=spec.max_adapters
+        )(self._loader())
+
+    async def _prepare(self) -> None:
+        """Build vLLM's OpenAI serving objects and register the zero adapter of base requests."""
+        import argparse
+
+        from starlette.datastructures import State
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.cli_args import FrontendArgs
+
+        namespace = argparse.Namespace(**(vars(FrontendArgs()) | vars(self._args)))
+        self._state = State()
+        tasks = await self._engine.get_supported_tasks()
+        await init_app_state(self._engine, self._state, namespace, supported_tasks=tasks)
+        if self._spec.adapters:
+            zero = write_zero_adapter(self._spec.model_source, self._scratch / f"zero-adapter-{os.getpid()}")
+            await self._register(self._spec.model_name, str(zero))
+
+    async def _register(self, name: str, path: str) -> None:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        result = await self._state.openai_serving_models.load_lora_adapter(
+            LoadLoRAAdapterRequest(lora_name=name, lora_path=path)
+        )
+        if isinstance(result, ErrorResponse):
+            raise ModelRequestError(400, f"the adapter {name!r} could not be loaded: {result.error.message}")
+
+    def _forget(self, name: str) -> None:
+        models = getattr(getattr(self, "_state", None), "openai_serving_models", None)
+        if models is not None and not self._loop.is_closed():
+            from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+            request = UnloadLoRAAdapterRequest(lora_name=name)
+            asyncio.run_coroutine_threadsafe(models.unload_lora_adapter(request), self._loop)
+
+    def _loader(self) -> Callable[[str], Awaitable[_Adapter]]:
+        async def load(model_id: str) -> _Adapter:
+            path = self._adapter_paths.get(model_id)
+            if path is None:
+                raise ModelRequestError(404, f"the adapter {model_id!r} is not known to this server")
+            try:
+                rank = adapter_rank(path)
+            except ValueError as exc:
+                raise ModelRequestError(400, str(exc)) from exc
+            if rank > self._spec.max_lora_rank:
+                raise ModelRequestError(
+                    400,
+                    f"the adapter {model_id!r} has rank {rank}, above this deployment's max_lora_rank "
+                    f"{self._spec.max_lora_rank}; redeploy the base with engine.max_lora_rank >= {rank}",
+                )
+            await self._register(model_id, path)
+            return _Adapter(model_id, self)
+
+        return load
+
+    async def ready(self) -> JsonObject:
+        """Wait until this replica can serve; return what it serves."""
+        await self._ready
+        return {
+            "model": self._spec.model_name,
+            "max_model_len": self._engine.model_config.max_model_len,
+            "adapters": self._spec.adapters,
+        }
+
+    async def check_health(self) -> None:
+        """Serve's health check: the engine core must be alive (a dead one gets the replica replaced)."""
+        if self._ready.done() and self._ready.exception() is not None:
+            raise RuntimeError(f"the model server failed to start: {self._ready.exception()}")
+        await self._engine.check_health()
+
+    async def attach(self, adapter_path: str) -> JsonObject:
+        """Load the adapter named by the request's multiplexed model id (a warm-up); return its name."""
+        name = await self._select(adapter_path)
+        return {"adapter": name}
+
+    async def _select(self, adapter_path: str | None) -> str:
+        """Return the model name the request runs as: the adapter it names, else the base (zero adapter)."""
+        await self._ready
+        adapter = serve.get_multiplexed_model_id()
+        if not adapter:  # the base: through the zero adapter registered under its name, if adapters
+            return self._spec.model_name
+        if adapter_path is None:
+            raise ModelRequestError(400, f"no adapter directory given for {adapter!r}")
+        self._adapter_paths[adapter] = adapter_path
+        await self._load_adapter(adapter)
+        return adapter
+
+    async def _serve(self, kind: str, body: JsonObject, adapter_path: str | None) -> Any:
+        from pydantic import ValidationError
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.exceptions import VLLMValidationError
+
+        name = await self._select(adapter_path)
+        request_type = ChatCompletionRequest if kind == "chat" else CompletionRequest
+        try:
+            request = request_type.model_validate({**body, "model": name})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            param = ".".join(str(part) for part in error["loc"]) or None
+            raise ModelRequestError(
+                422, f"{param}: {error['msg']}" if param else error["msg"], param=param
+            ) from None
+        try:
+            if kind == "chat":
+                result = await self._state.openai_serving_chat.create_chat_completion(request, None)
+            else:
+                result = await self._state.openai_serving_completion.create_completion(request, None)
+        except VLLMValidationError as exc:
+            # A request value out of range (temperature, max_tokens, ...) is a 422 naming it; a prompt
+            # that does not fit the context (parameter "input_tokens") is a 400, as in OpenAI's API.
+            invalid_value = exc.parameter is not None and exc.parameter != "input_tokens"
+            raise ModelRequestError(422 if invalid_value else 400, str(exc), param=exc.parameter) from None
+        except ValueError as exc:  # vLLM raises some request problems (a chat template error) as such
+            raise ModelRequestError(400, str(exc)) from None
+        if isinstance(result, ErrorResponse):
+            raise ModelRequestError(
+                result.error.code, result.error.message, type=result.error.type, param=result.error.param
+            )
+        return result
+
+    async def complete(self, kind: str, body: JsonObject, adapter_path: str | None = None) -> JsonObject:
+        """Return the OpenAI response (`kind` "chat" or "completion") for a non-streaming request."""
+        result = await self._serve(kind, {**body, "stream": False}, adapter_path)
+        dumped: JsonObject = result.model_dump(mode="json", exclude_none=True)
+        return dumped
+
+    async def stream(
+        self, kind: str, body: JsonObject, adapter_path: str | None = None
+    ) -> AsyncIterator[list[str]]:
+        """Yield the response's Server-Sent Events in small batches (one item per `stream_batch_ms`)."""
+        events = await self._serve(kind, {**body, "stream": True}, adapter_path)
+        window = self._spec.stream_batch_ms / 1000
+        batch: list[str] = []
+        flush_at = 0.0  # the first event goes at once (time to first token); later ones gather
+        async for event in events:
+            batch.append(event)
+            now = time.monotonic()
+            if now >= flush_at:
+                yield batch
+                batch = []
+                flush_at = now + window
+        if batch:
+            yield batch
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.shutdown()

@@ -1,0 +1,30 @@
+"""What a model server runs: the model, its engine settings, and where it may write scratch files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """One model server's configuration (every replica gets the same).
+
+    `model_name` is the public name requests carry (a base model or a full fine-tune's `ft:` name);
+    `model_source` a local directory or a hub id. With `adapters` set (base models) the engine takes
+    LoRA adapters at runtime, and base requests run through an all-zero adapter (see `engine.py`).
+    """
+
+    model_name: str
+    model_source: str
+    adapters: bool
+    scratch_dir: str
+    use_gpu: bool = False
+    max_model_len: int | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    gpu_memory_utilization: float = 0.9
+    kv_cache_bytes: int | None = None
+    max_lora_rank: int = 16
+    max_adapters: int = 4
+    # Tokens gathered into one streamed item: one Serve item per token costs more than decoding it.
+    stream_batch_ms: float = 20.0
