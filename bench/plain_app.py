@@ -25,5 +25,4 @@ def create() -> FastAPI:
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         max_body_bytes=settings.api.max_json_body_bytes,
-        max_upload_bytes=settings.datasets.max_upload_bytes,
     )

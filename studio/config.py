@@ -78,6 +78,20 @@ class ServingSettings(BaseModel):
     ingress_max_ongoing_requests: int = Field(default=256, ge=1, le=100_000)
     # Mini Studio writes its own JSON access line per request; Serve's own line would double the cost.
     serve_access_log: bool = False
+    # Model servers (deployments with target "serve"): CPUs per replica when the request names none.
+    model_num_cpus: float = Field(default=0.5, gt=0, le=512)
+    # A request for a model still loading (or scaling from zero) waits this long, then gets a 503.
+    cold_start_timeout_s: float = Field(default=180.0, gt=0, le=3600)
+    # A streaming client waiting for a model gets an SSE comment this often, so proxies keep it open.
+    keepalive_s: float = Field(default=5.0, gt=0, le=300)
+    # How often an ingress replica checks the routing table's version (one indexed read).
+    routing_refresh_s: float = Field(default=0.5, gt=0, le=60)
+    # A model server not ready this long after its deploy began is failed.
+    deploy_timeout_s: float = Field(default=900.0, gt=0, le=86_400)
+    # Bound on one call to Serve's controller or a model server outside inference (ready, attach).
+    call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # Tokens a model server gathers into one streamed item (one item per token costs more than it).
+    stream_batch_ms: float = Field(default=20.0, ge=0, le=1000)
 
 
 class ApiSettings(BaseModel):
@@ -232,6 +246,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Base models made or downloaded on the cluster (the tiny model, the Hugging Face cache)."""
         return self.data_dir / "models"
+
+    @property
+    def serving_scratch_dir(self) -> Path:
+        """Model servers' scratch files (vLLM's sockets, compile cache, temporary files)."""
+        return self.data_dir / "vllm"
 
     @property
     def datasets_dir(self) -> Path:

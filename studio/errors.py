@@ -23,6 +23,12 @@ class InvalidInput(StudioError):
     code = "invalid_input"
 
 
+class BadRequest(StudioError):
+    """A request the server cannot process as a whole (a prompt over the model's context): 400."""
+
+    code = "invalid_request"
+
+
 class Unauthenticated(StudioError):
     code = "invalid_api_key"
 

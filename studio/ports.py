@@ -396,6 +396,7 @@ class DeploymentRepository(Protocol):
 
 
 ServerState = Literal["starting", "running", "failed", "absent"]
+JsonObject = dict[str, Any]
 
 
 class ModelServers(Protocol):
@@ -409,6 +410,14 @@ class ModelServers(Protocol):
         """Return the server's state and, for `failed`, why."""
         ...
 
+    async def ready(self, deployment: Deployment) -> JsonObject:
+        """Wait (bounded) until a replica of the running server answers; return what it reports.
+
+        Raises:
+            Unavailable: no replica answered in time.
+        """
+        ...
+
     async def attach(self, adapter: Deployment) -> None:
         """Load the adapter into its base deployment's server (one replica now, others on first use).
 
@@ -420,9 +429,6 @@ class ModelServers(Protocol):
     async def remove(self, deployment: Deployment) -> None:
         """Stop the deployment's server (or detach the adapter); return once asked, not once gone."""
         ...
-
-
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

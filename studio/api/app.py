@@ -11,7 +11,19 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
-from studio.api.routes import admin, base_models, datasets, files, health, jobs, me, models, uploads
+from studio.api.routes import (
+    admin,
+    base_models,
+    datasets,
+    deployments,
+    files,
+    health,
+    inference,
+    jobs,
+    me,
+    models,
+    uploads,
+)
 from studio.api.services import Services
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
@@ -23,7 +35,6 @@ def create_api(
     cors_origins: list[str],
     cors_allow_credentials: bool,
     max_body_bytes: int,
-    max_upload_bytes: int,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
@@ -57,16 +68,13 @@ def create_api(
         )
     app.add_middleware(DeclaredSizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware, echo_header=echo_request_id)
-    # Limits per router, not per app: FastAPI's app-level limit answers in plain text, outside the
-    # error handlers; at router level an oversized chunked body becomes a 413 in the error shape.
-    json_routers = (
+    # JSON bodies are limited by DeclaredSizeLimitMiddleware; upload routes stream their bodies to
+    # disk and enforce the file limits themselves.
+    routers = (
         health.router, admin.router, me.router, base_models.admin_router, base_models.router, jobs.router,
-        jobs.seed_router, models.router,
+        jobs.seed_router, models.router, files.router, datasets.router, uploads.router, deployments.router,
+        deployments.seed_router, inference.router, inference.seed_router,
     )  # fmt: skip
-    for router in json_routers:
-        app.include_router(router, max_body_size=max_body_bytes)
-    # Upload routes stream their bodies to disk and enforce the file limits themselves; the router
-    # limit only stops what no limit allows (multipart framing adds a little to the file's size).
-    for router in (files.router, datasets.router, uploads.router):
-        app.include_router(router, max_body_size=max_upload_bytes + (1 << 20))
+    for router in routers:
+        app.include_router(router)
     return app

@@ -14,7 +14,9 @@ from studio.schemas.clients import Principal
 from studio.services.base_models import BaseModelService
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
+from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService
+from studio.services.inference import InferenceService
 from studio.services.jobs import JobService
 from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
@@ -61,6 +63,14 @@ def get_base_models(services: ServicesDep) -> BaseModelService:
     return services.base_models
 
 
+def get_deployments(services: ServicesDep) -> DeploymentService:
+    return services.deployments
+
+
+def get_inference(services: ServicesDep) -> InferenceService:
+    return services.inference
+
+
 ClientsDep = Annotated[ClientService, Depends(get_clients)]
 HealthDep = Annotated[HealthService, Depends(get_health)]
 DatasetsDep = Annotated[DatasetService, Depends(get_datasets)]
@@ -68,6 +78,8 @@ UploadsDep = Annotated[UploadService, Depends(get_uploads)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 BaseModelsDep = Annotated[BaseModelService, Depends(get_base_models)]
 ModelsDep = Annotated[ModelCatalog, Depends(get_models)]
+DeploymentsDep = Annotated[DeploymentService, Depends(get_deployments)]
+InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 
 
 def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from studio.errors import (
+    BadRequest,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[StudioError], tuple[int, str]] = {
     InvalidInput: (422, "invalid_request_error"),
+    BadRequest: (400, "invalid_request_error"),
     Unauthenticated: (401, "authentication_error"),
     Forbidden: (403, "permission_error"),
     NotFound: (404, "not_found_error"),

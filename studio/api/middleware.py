@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -123,10 +124,13 @@ STREAMED_CONTENT_TYPES = (b"multipart/form-data", b"application/octet-stream")
 
 
 class DeclaredSizeLimitMiddleware:
-    """Answers 413 in the error shape, before reading anything, when Content-Length is over the limit.
+    """Answers 413 in the error shape when a JSON request body is over the limit.
 
-    Bodies without a length are counted by FastAPI's own `max_body_size`. Multipart and octet-stream
-    bodies (uploads) are left to their routes, which set a larger `max_body_size` of their own.
+    A declared Content-Length over the limit is refused before anything is read; a body without one
+    (chunked) is counted as it is read, and the read that passes the limit raises a 413
+    `HTTPException` (FastAPI passes those through its body parsing, to the error handlers).
+    Multipart and octet-stream bodies (uploads) are left to their routes, which stream them to disk
+    under the file limits.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -134,17 +138,28 @@ class DeclaredSizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            content_type = _header(scope, b"content-type") or b""
-            declared = _header(scope, b"content-length")
-            if (
-                not content_type.startswith(STREAMED_CONTENT_TYPES)
-                and declared is not None
-                and declared.isdigit()
-                and int(declared) > self.max_bytes
-            ):
-                message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes} bytes"
-                body = _error_body(message, "payload_too_large", "invalid_request_error")
-                await _send_error(send, 413, body, [])
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type = _header(scope, b"content-type") or b""
+        if content_type.startswith(STREAMED_CONTENT_TYPES):
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes} bytes"
+            body = _error_body(message, "payload_too_large", "invalid_request_error")
+            await _send_error(send, 413, body, [])
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)

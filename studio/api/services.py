@@ -8,7 +8,9 @@ from studio.services.auth import AuthService
 from studio.services.base_models import BaseModelService
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
+from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService
+from studio.services.inference import InferenceService
 from studio.services.jobs import JobService
 from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
@@ -24,3 +26,5 @@ class Services:
     base_models: BaseModelService
     jobs: JobService
     models: ModelCatalog
+    deployments: DeploymentService
+    inference: InferenceService

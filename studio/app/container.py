@@ -9,18 +9,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from studio.api.services import Services
 from studio.app.builtin_models import builtin_models
 from studio.config import Settings
-from studio.ports import DatasetValidationRunner, TrainingLauncher
+from studio.ports import DatasetValidationRunner, InferenceBackend, ModelServers, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.base_models import BaseModelService
 from studio.services.cache import ReadThroughCache
 from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
+from studio.services.deployment_runner import DeploymentRunner
+from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService, Probe
+from studio.services.inference import InferenceService
 from studio.services.job_journal import JobJournal
 from studio.services.job_runner import JobRunner
 from studio.services.jobs import Compute, JobService
 from studio.services.models import ModelCatalog
+from studio.services.routing import RoutingTable
 from studio.services.uploads import UploadService
 from studio.stores.local_files import LocalFileStore, ThreadValidationRunner
 from studio.stores.model_configs import LocalModelInspector
@@ -39,6 +43,7 @@ async def open_services(
     admin_key_hash: str,
     validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] | None = None,
     compute: Compute | None = None,
+    inference_backend: InferenceBackend | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
@@ -99,6 +104,20 @@ async def open_services(
             compute=compute,
             settings=settings.training,
         )
+        routes = RoutingTable(deployments=store.deployments, refresh_s=settings.serving.routing_refresh_s)
+        await routes.start()
+        stack.push_async_callback(routes.close)
+        models = ModelCatalog(base_models=store.base_models, jobs=store.jobs, deployed=routes.lookup)
+        deployments = DeploymentService(
+            deployments=store.deployments,
+            base_models=store.base_models,
+            jobs=store.jobs,
+            notifier=compute.notifier if compute is not None else None,
+            settings=settings.serving,
+        )
+        inference = InferenceService(
+            routes=routes, backend=inference_backend, catalog=models, settings=settings.serving
+        )
         datasets.start_worker()
         log.info(
             "services ready",
@@ -116,7 +135,9 @@ async def open_services(
             uploads=uploads,
             base_models=base_models,
             jobs=jobs,
-            models=ModelCatalog(base_models=store.base_models, jobs=store.jobs),
+            models=models,
+            deployments=deployments,
+            inference=inference,
         )
 
 
@@ -151,3 +172,20 @@ async def open_job_runner(
             settings=settings.training,
             models_dir=settings.models_dir,
         )
+
+
+@asynccontextmanager
+async def open_deployment_runner(
+    settings: Settings, *, mongo_url: str, servers: ModelServers
+) -> AsyncIterator[DeploymentRunner]:
+    """Connect the store and yield the tracker's `DeploymentRunner` (not yet running); close it after."""
+    store = await MongoStore.connect(mongo_url, settings.store)
+    try:
+        yield DeploymentRunner(
+            deployments=store.deployments,
+            servers=servers,
+            poll_interval_s=settings.training.poll_interval_s,
+            deploy_timeout_s=settings.serving.deploy_timeout_s,
+        )
+    finally:
+        await store.close()

@@ -1,4 +1,5 @@
-"""The job tracker: a named, detached Ray actor (one per cluster) running `JobRunner`'s loop.
+"""The tracker: a named, detached Ray actor (one per cluster) running `JobRunner`'s and
+`DeploymentRunner`'s loops (fine-tuning jobs, and model deployments).
 
 Detached, so it outlives the Serve application: redeploying or restarting Mini Studio mid-job leaves
 every job followed. `max_restarts=-1` brings it back if its process dies; every ingress replica calls
@@ -14,13 +15,15 @@ from typing import Any
 
 import ray
 
-from studio.app.container import open_job_runner
+from studio.app.container import open_deployment_runner, open_job_runner
 from studio.app.embedded import embedded_mongo_url
 from studio.app.singletons import head_node_singleton
 from studio.backends.ray_jobs import RayJobLauncher
+from studio.backends.serve_models import ServeModelServers
 from studio.config import Settings
 from studio.errors import Unavailable
 from studio.logs import configure_logging
+from studio.services.deployment_runner import DeploymentRunner
 from studio.services.job_runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class JobTrackerActor:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._runner: JobRunner | None = None
+        self._deployments: DeploymentRunner | None = None
         self._task: asyncio.Task[None] | None = None
         configure_logging(log_dir=settings.log_dir, level=settings.api.log_level)
 
@@ -49,6 +53,8 @@ class JobTrackerActor:
         await self.start()
         if self._runner is not None:
             self._runner.wake()
+        if self._deployments is not None:
+            self._deployments.wake()
 
     async def _main(self) -> None:
         settings = self._settings
@@ -59,16 +65,32 @@ class JobTrackerActor:
                 else:
                     mongo_url = await embedded_mongo_url(settings)
                 launcher = RayJobLauncher(jobs_api_address(settings), python=settings.training.python)
-                async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:
-                    self._runner = runner
-                    log.info("job tracker running")
-                    await runner.run()
+                async with (
+                    open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner,
+                    open_deployment_runner(
+                        settings, mongo_url=mongo_url, servers=model_servers(settings)
+                    ) as deployer,
+                ):
+                    self._runner, self._deployments = runner, deployer
+                    log.info("tracker running")
+                    await asyncio.gather(runner.run(), deployer.run())
                     return
             except Exception:
                 log.exception("job tracker failed; restarting in %.0f s", RESTART_DELAY_S)
             finally:
-                self._runner = None
+                self._runner = self._deployments = None
             await asyncio.sleep(RESTART_DELAY_S)
+
+
+def model_servers(settings: Settings) -> ServeModelServers:
+    """Return the Serve backend for model servers (deploys them, and carries inference to them)."""
+    serving = settings.serving
+    return ServeModelServers(
+        scratch_dir=str(settings.serving_scratch_dir),
+        models_dir=str(settings.models_dir),
+        timeout_s=serving.call_timeout_s,
+        stream_batch_ms=serving.stream_batch_ms,
+    )
 
 
 def job_tracker(settings: Settings) -> Any:

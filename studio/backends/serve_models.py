@@ -17,7 +17,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from studio.errors import InvalidInput, NotFound, Unavailable
+from studio.errors import BadRequest, InvalidInput, NotFound, Unavailable
 from studio.ports import InferenceCall, JsonObject, ServerState
 from studio.schemas.deployments import Deployment
 from studio.serving.engine import engine_env
@@ -40,8 +40,10 @@ _STATES: dict[str, ServerState] = {
 def _request_error(exc: ModelRequestError) -> Exception:
     if exc.status == 404:
         return NotFound(exc.message, param=exc.param or "model", code="model_not_found")
-    if exc.status in (400, 422):
-        return InvalidInput(exc.message, param=exc.param, code="invalid_request" if exc.status == 400 else None)
+    if exc.status == 400:
+        return BadRequest(exc.message, param=exc.param)
+    if exc.status == 422:
+        return InvalidInput(exc.message, param=exc.param)
     return Unavailable(f"the model server failed: {exc.message}")
 
 
@@ -58,11 +60,14 @@ def _unwrap(exc: BaseException) -> Exception:
 class ServeModelServers:
     """`ModelServers` and `InferenceBackend` on this Ray cluster's Serve."""
 
-    def __init__(self, *, scratch_dir: str, timeout_s: float, stream_batch_ms: float = 20.0) -> None:
+    def __init__(
+        self, *, scratch_dir: str, models_dir: str | None, timeout_s: float, stream_batch_ms: float = 20.0
+    ) -> None:
         self._scratch_dir = scratch_dir
+        self._models_dir = models_dir
         self._timeout_s = timeout_s
         self._stream_batch_ms = stream_batch_ms
-        self._handles: dict[str, DeploymentHandle] = {}
+        self._handles: dict[str, DeploymentHandle[Any]] = {}
 
     def _spec(self, deployment: Deployment) -> ServerSpec:
         engine = deployment.engine
@@ -71,6 +76,7 @@ class ServeModelServers:
             model_source=deployment.model_source,
             adapters=deployment.kind == "base",
             scratch_dir=self._scratch_dir,
+            models_dir=self._models_dir,
             use_gpu=deployment.num_gpus > 0,
             max_model_len=engine.max_model_len,
             dtype=engine.dtype,
@@ -102,7 +108,8 @@ class ServeModelServers:
                 "initial_replicas": max(deployment.min_replicas, 1),
                 "target_ongoing_requests": deployment.target_ongoing_requests,
             }
-        return serve.deployment(ModelServer).options(**options).bind(self._spec(deployment))
+        server: Any = serve.deployment(ModelServer)
+        return server.options(**options).bind(self._spec(deployment))
 
     async def _blocking(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -130,13 +137,13 @@ class ServeModelServers:
             return "absent", "the Serve application does not exist"
         return _STATES.get(str(app.status.value), "starting"), app.message or ""
 
-    def _handle(self, app_name: str) -> DeploymentHandle:
+    def _handle(self, app_name: str) -> DeploymentHandle[Any]:
         handle = self._handles.get(app_name)
         if handle is None:
             handle = self._handles[app_name] = serve.get_deployment_handle("ModelServer", app_name)
         return handle
 
-    def _call_handle(self, call: InferenceCall | Deployment, *, stream: bool) -> DeploymentHandle:
+    def _call_handle(self, call: InferenceCall | Deployment, *, stream: bool) -> DeploymentHandle[Any]:
         deployment = call.deployment if isinstance(call, InferenceCall) else call
         if deployment.app_name is None:
             raise Unavailable(f"the model {deployment.model!r} has no Serve application")
@@ -156,10 +163,14 @@ class ServeModelServers:
     async def attach(self, adapter: Deployment) -> None:
         try:
             await asyncio.wait_for(
-                self._call_handle(adapter, stream=False).attach.remote(adapter.adapter_path), timeout=self._timeout_s
+                self._call_handle(adapter, stream=False).attach.remote(adapter.adapter_path),
+                timeout=self._timeout_s,
             )
         except Exception as exc:
-            raise _unwrap(exc) from exc
+            error = _unwrap(exc)
+            if isinstance(error, BadRequest | NotFound):  # the adapter itself is at fault
+                raise InvalidInput(error.message, param="model") from exc
+            raise error from exc
 
     async def remove(self, deployment: Deployment) -> None:
         if deployment.placement == "server" and deployment.app_name is not None:
@@ -169,14 +180,16 @@ class ServeModelServers:
     async def complete(self, call: InferenceCall) -> JsonObject:
         handle = self._call_handle(call, stream=False)
         try:
-            result: JsonObject = await handle.complete.remote(call.kind, call.body, call.deployment.adapter_path)
+            result: JsonObject = await handle.complete.remote(
+                call.kind, call.body, call.deployment.adapter_path
+            )
         except Exception as exc:
             raise _unwrap(exc) from exc
         return result
 
     async def stream(self, call: InferenceCall) -> AsyncIterator[str]:
         handle = self._call_handle(call, stream=True)
-        response = handle.stream.remote(call.kind, call.body, call.deployment.adapter_path)
+        response: Any = handle.stream.remote(call.kind, call.body, call.deployment.adapter_path)
         try:
             async for batch in response:
                 for event in batch:

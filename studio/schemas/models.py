@@ -7,6 +7,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 
+class ModelDeploymentRef(BaseModel):
+    """Where a model is deployed, when it is (`/v1/deployments/{id}` has the rest)."""
+
+    id: str
+    status: str
+    target: str
+    placement: str
+
+
 class ModelPublic(BaseModel):
     """OpenAI's `model`, plus what Mini Studio knows: base or fine-tuned, and where a fine-tune came from."""
 
@@ -19,3 +28,4 @@ class ModelPublic(BaseModel):
     fine_tuning_job: str | None = None
     fine_tuning_method: Literal["lora", "full"] | None = None
     context_length: int | None = None
+    deployment: ModelDeploymentRef | None = None

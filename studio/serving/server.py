@@ -11,6 +11,7 @@ to replicas that already hold it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -53,6 +54,11 @@ class ModelServer:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from studio.training.models import resolve_base_model
+
+        models_dir = Path(spec.models_dir) if spec.models_dir else None
+        source = resolve_base_model(spec.model_source, models_dir)
+        spec = dataclasses.replace(spec, model_source=str(source))
         self._spec = spec
         self._scratch = Path(spec.scratch_dir)
         prepare_scratch(spec.scratch_dir)

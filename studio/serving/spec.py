@@ -19,6 +19,8 @@ class ServerSpec:
     model_source: str
     adapters: bool
     scratch_dir: str
+    # Where a base model name (`mini-studio/tiny-llama`, a hub id) is made or downloaded.
+    models_dir: str | None = None
     use_gpu: bool = False
     max_model_len: int | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"

@@ -16,7 +16,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 TINY_MODEL_NAME = "mini-studio/tiny-llama"
 _INIT_LOCK = threading.Lock()
@@ -199,7 +199,8 @@ def build_random_llama(
     # the lock keeps two threads building at once from drawing from each other's seeded stream.
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        # Through Any: transformers' typing of the constructor differs between releases.
+        model = cast(Any, LlamaForCausalLM)(config)
         # With the usual 0.02 init of tied embeddings the logits of a random model stay within about
         # +-1, so a frozen base with LoRA adapters could hardly push the loss below ln(vocab). A larger
         # gain on the final norm gives the logits room (a full fine-tune would learn it by itself).

@@ -30,7 +30,6 @@ async def running_api(settings: Settings, compute: Compute | None = None) -> Asy
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         max_body_bytes=settings.api.max_json_body_bytes,
-        max_upload_bytes=settings.datasets.max_upload_bytes,
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

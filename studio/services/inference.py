@@ -1,0 +1,171 @@
+"""OpenAI inference requests: find the model's deployment in the in-memory table, wait while it starts
+(bounded), and pass the request to its model server.
+
+The client's JSON body is passed through as it came: the model server checks it with vLLM's own
+request models (an invalid value is a 422 naming the field, a prompt over the context a 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from studio.config import ServingSettings
+from studio.errors import Conflict, InvalidInput, Unavailable
+from studio.ports import InferenceBackend, InferenceCall, JsonObject
+from studio.schemas.clients import Client
+from studio.schemas.deployments import Deployment
+from studio.services.deployments import visible
+from studio.services.models import ModelCatalog
+from studio.services.routing import RoutingTable
+
+Kind = Literal["chat", "completion"]
+KEEPALIVE = ": keep-alive\n\n"
+
+
+def model_of(body: JsonObject) -> str:
+    """Return the request's `model`.
+
+    Raises:
+        InvalidInput: `model` is missing or not a string.
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput(
+            "model is required: the name of a deployed model", param="model", code="missing_model"
+        )
+    return model
+
+
+class InferenceService:
+    def __init__(
+        self,
+        *,
+        routes: RoutingTable,
+        backend: InferenceBackend | None,
+        catalog: ModelCatalog,
+        settings: ServingSettings,
+    ) -> None:
+        self._routes = routes
+        self._backend = backend
+        self._catalog = catalog
+        self._settings = settings
+
+    def _require_backend(self) -> InferenceBackend:
+        if self._backend is None:
+            raise Unavailable("model serving is not available in this process", code="serving_unavailable")
+        return self._backend
+
+    async def _check(self, client: Client, model: str) -> Deployment | None:
+        """Return the model's deployment when ready, None while it is starting.
+
+        Raises:
+            NotFound: no such model for this client. Conflict: not deployed, failed or being removed.
+        """
+        deployment = self._routes.lookup(model)
+        if deployment is None or not visible(deployment, client):
+            await self._catalog.get(client, model)  # NotFound for a model this client cannot name
+            raise Conflict(
+                f"the model {model!r} is not deployed: deploy it with POST /v1/deployments",
+                param="model",
+                code="model_not_deployed",
+            )
+        if deployment.status == "ready":
+            return deployment
+        if deployment.status == "failed":
+            raise Conflict(
+                f"the model {model!r} failed to deploy: {deployment.error}",
+                param="model",
+                code="model_failed",
+            )
+        if deployment.status == "deleting":
+            raise Conflict(
+                f"the model {model!r} is being undeployed", param="model", code="model_not_deployed"
+            )
+        return None
+
+    async def route(self, client: Client, model: str) -> Deployment:
+        """Return the model's ready deployment, waiting up to `cold_start_timeout_s` while it deploys.
+
+        Raises:
+            NotFound, Conflict: as `_check`. Unavailable: still not ready after the wait (503).
+        """
+        deadline = time.monotonic() + self._settings.cold_start_timeout_s
+        while (deployment := await self._check(client, model)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable(
+                    f"the model {model!r} is still starting; try again shortly",
+                    code="model_loading",
+                    retry_after_s=10,
+                )
+            await self._routes.wait_for_change(min(remaining, 1.0))
+        return deployment
+
+    async def complete(self, client: Client, kind: Kind, body: JsonObject) -> JsonObject:
+        """Return the OpenAI response of a non-streaming request."""
+        model = model_of(body)
+        backend = self._require_backend()
+        deployment = await self.route(client, model)
+        call = InferenceCall(kind=kind, model=model, body=body, deployment=deployment)
+        return await backend.complete(call)
+
+    async def stream(self, client: Client, kind: Kind, body: JsonObject) -> AsyncIterator[str]:
+        """Yield the Server-Sent Events of a streaming request, and keep-alive comments while it waits.
+
+        Errors before anything is yielded are raised by the first `__anext__`; a wait longer than
+        `keepalive_s` yields comments first, so later errors arrive inside the stream.
+        """
+        model = model_of(body)
+        backend = self._require_backend()
+        deadline = time.monotonic() + self._settings.cold_start_timeout_s
+        routed: asyncio.Task[Deployment] = asyncio.ensure_future(self.route(client, model))
+        async for keepalive in self._until(routed, deadline, model):
+            yield keepalive
+        call = InferenceCall(kind=kind, model=model, body=body, deployment=routed.result())
+        events = backend.stream(call)
+        # The first event can wait for a replica to start (a deployment scaled to zero).
+        first: asyncio.Task[str] = asyncio.ensure_future(anext(events))
+        async for keepalive in self._until(first, deadline, model):
+            yield keepalive
+        yield first.result()
+        async for event in events:
+            yield event
+
+    async def _until(self, task: asyncio.Task[Any], deadline: float, model: str) -> AsyncIterator[str]:
+        """Yield a keep-alive every `keepalive_s` until `task` is done; cancel it past `deadline`."""
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    task.cancel()
+                    raise Unavailable(
+                        f"the model {model!r} is still starting; try again shortly",
+                        code="model_loading",
+                        retry_after_s=10,
+                    )
+                done, _ = await asyncio.wait({task}, timeout=min(self._settings.keepalive_s, remaining))
+                if done:
+                    return
+                yield KEEPALIVE
+        except BaseException:
+            task.cancel()
+            raise
+
+    async def predict(self, client: Client, model: str, body: JsonObject) -> JsonObject:
+        """The original design's `/predict`: a prompt (or chat messages) in, the generated text out."""
+        request = {key: value for key, value in body.items() if key != "stream"} | {"model": model}
+        kind: Kind = "chat" if "messages" in request else "completion"
+        if kind == "completion" and "prompt" not in request:
+            raise InvalidInput("give a prompt or messages", param="prompt", code="missing_prompt")
+        response = await self.complete(client, kind, request)
+        choice = response["choices"][0]
+        text = choice["message"]["content"] if kind == "chat" else choice["text"]
+        return {
+            "model": model,
+            "output": text,
+            "finish_reason": choice.get("finish_reason"),
+            "usage": response.get("usage"),
+        }
