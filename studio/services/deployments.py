@@ -2,7 +2,8 @@
 
 Creating a deployment writes its routing record (`deploying`) and wakes the tracker, whose
 `DeploymentRunner` starts the model server (or attaches the adapter) and marks it `ready` or `failed`.
-Undeploying marks it `deleting`: the ingress stops routing to it at once, the runner removes it.
+Undeploying marks it `deleting` and answers once every ingress replica has re-read the table (so no
+request reaches the model after the answer); the runner then removes the server.
 
 Ownership: a fine-tune's deployment belongs to its client; a base model's deployment is shared by
 every client allowed that base model (it is one server), and only the client that created it may
@@ -11,6 +12,7 @@ undeploy it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -208,6 +210,9 @@ class DeploymentService:
         if updated is None:  # changed meanwhile (the runner marked it ready or failed): try once more
             return await self.delete(client, deployment_id)
         await self._wake()
+        # Every ingress replica re-reads the routing table within `routing_refresh_s`: answering after
+        # two of those means that once the caller has the answer, no replica routes to the model.
+        await asyncio.sleep(2 * self._settings.routing_refresh_s)
         return updated
 
     async def delete_model(self, client: Client, model: str) -> Deployment:

@@ -65,6 +65,11 @@ class InferenceService:
             NotFound: no such model for this client. Conflict: not deployed, failed or being removed.
         """
         deployment = self._routes.lookup(model)
+        if deployment is None:
+            # A miss may be a deployment made through another ingress replica since the last refresh:
+            # check the version (one read, on this error path only) before answering that it is absent.
+            await self._routes.refresh()
+            deployment = self._routes.lookup(model)
         if deployment is None or not visible(deployment, client):
             await self._catalog.get(client, model)  # NotFound for a model this client cannot name
             raise Conflict(

@@ -32,6 +32,8 @@ from studio.serving.spec import ServerSpec
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
+# What vLLM names as the parameter at fault when the prompt does not fit the context.
+PROMPT_PARAMETERS = frozenset({"input_tokens", "input_text", "prompt", "messages"})
 
 
 class _Adapter:
@@ -181,8 +183,8 @@ class ModelServer:
                 result = await self._state.openai_serving_completion.create_completion(request, None)
         except VLLMValidationError as exc:
             # A request value out of range (temperature, max_tokens, ...) is a 422 naming it; a prompt
-            # that does not fit the context (parameter "input_tokens") is a 400, as in OpenAI's API.
-            invalid_value = exc.parameter is not None and exc.parameter != "input_tokens"
+            # that does not fit the context is a 400, as in OpenAI's API.
+            invalid_value = exc.parameter is not None and exc.parameter not in PROMPT_PARAMETERS
             raise ModelRequestError(422 if invalid_value else 400, str(exc), param=exc.parameter) from None
         except ValueError as exc:  # vLLM raises some request problems (a chat template error) as such
             raise ModelRequestError(400, str(exc)) from None

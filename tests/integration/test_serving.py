@@ -1,0 +1,162 @@
+"""Serving as users run it: the `openai` SDK through Serve's proxy, model servers added at runtime (vLLM).
+
+One Ray cluster and one ingress for the whole story: deploy the tiny base model, chat with it while it
+is still starting (the request waits), stream, fine-tune a LoRA adapter, attach it to the running base,
+chat with it, undeploy, and check the ingress replicas never restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import ServeApp
+from tests.integration.test_jobs import TINY, capitals
+from tests.integration.test_jobs_serve import wait_for
+
+pytestmark = pytest.mark.integration
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def ingress_replicas() -> set[str]:
+    """Return the actor ids of the live ingress replicas."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.actor_id for a in actors if "StudioIngress" in (a.class_name or "")}
+
+
+def tenant(http: httpx.Client, app: ServeApp, name: str, **limits: Any) -> tuple[str, dict[str, str]]:
+    body: dict[str, Any] = {"name": name}
+    if limits:
+        body["limits"] = limits
+    client = http.post("/admin/clients", json=body, headers=app.admin).json()
+    key = http.post(f"/admin/clients/{client['id']}/keys", headers=app.admin).json()["secret"]
+    return key, {"Authorization": f"Bearer {key}"}
+
+
+def wait_deployment(
+    http: httpx.Client, deployment_id: str, headers: dict[str, str], timeout_s: float = 300
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = http.get(f"/v1/deployments/{deployment_id}", headers=headers)
+        if response.status_code == 404 or response.json()["status"] not in ("deploying", "deleting"):
+            return response
+        assert time.monotonic() < deadline, response.json()
+        time.sleep(0.5)
+
+
+def chat(sdk: openai.OpenAI, model: str, **options: Any) -> str:
+    reply = sdk.chat.completions.create(
+        model=model, messages=QUESTION, max_tokens=12, temperature=0, **options
+    )
+    return reply.choices[0].message.content or ""
+
+
+def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: httpx.Client) -> None:
+    before = ingress_replicas()
+    key, headers = tenant(http, serve_app, "serving")
+    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0, timeout=300)
+
+    # A fine-tune trains meanwhile (the base's server starts in about 30 s on two cores).
+    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
+    hyperparameters = {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 100}
+    job = sdk.fine_tuning.jobs.create(
+        model=TINY,
+        training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        suffix="capitals",
+    )
+
+    models = {m.id: m.model_dump() for m in sdk.models.list()}
+    assert models[TINY]["deployment"] is None
+    created = http.post("/v1/deployments", json={"model": TINY}, headers=headers)
+    assert created.status_code == 201, created.text
+    base = created.json()
+    assert (
+        base["status"] == "deploying"
+        and base["placement"] == "server"
+        and base["app_name"].startswith("ms-model-")
+    )
+    again = http.post("/v1/deployments", json={"model": TINY}, headers=headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_deployed"
+
+    # A request for a model still starting waits for it instead of failing.
+    base_text = chat(sdk, TINY)
+    assert http.get(f"/v1/deployments/{base['id']}", headers=headers).json()["status"] == "ready"
+    assert sdk.models.retrieve(TINY).model_dump()["deployment"]["status"] == "ready"
+
+    reply = sdk.chat.completions.create(model=TINY, messages=QUESTION, max_tokens=8, n=2, seed=3)
+    assert len(reply.choices) == 2 and reply.usage and reply.usage.completion_tokens > 0
+    assert reply.model == TINY
+    chunks = list(
+        sdk.chat.completions.create(model=TINY, messages=QUESTION, max_tokens=12, temperature=0, stream=True)
+    )
+    assert chunks and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == base_text
+    completion = sdk.completions.create(model=TINY, prompt="The capital of France", max_tokens=5, stop=["."])
+    assert completion.choices[0].finish_reason in ("length", "stop") and completion.usage
+    predicted = http.post(
+        f"/inference/{TINY}/predict", json={"prompt": "Hello", "max_tokens": 4}, headers=headers
+    )
+    assert predicted.status_code == 200 and predicted.json()["model"] == TINY, predicted.text
+
+    # Bad requests: each gets OpenAI's error shape with the right status; the server keeps serving.
+    with pytest.raises(openai.UnprocessableEntityError) as bad_value:
+        sdk.chat.completions.create(model=TINY, messages=QUESTION, temperature=-1)
+    assert bad_value.value.body["param"] == "temperature"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "word " * 2000}])
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="acme/unknown", messages=QUESTION)
+
+    # The fine-tune attaches to the running base: ready in seconds, and it answers differently.
+    done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", done
+    tuned = done["fine_tuned_model"]
+    not_yet = http.get(f"/v1/models/{tuned}", headers=headers).json()
+    assert not_yet["deployment"] is None
+    with pytest.raises(openai.ConflictError):
+        chat(sdk, tuned)
+    started = time.monotonic()
+    attached = http.post("/inference/deploy/fine_tuned", json={"fine_tuned_model": tuned}, headers=headers)
+    assert attached.status_code == 201, attached.text
+    adapter = attached.json()
+    assert adapter["placement"] == "adapter" and adapter["base_deployment"] == base["id"]
+    assert wait_deployment(http, adapter["id"], headers).json()["status"] == "ready"
+    tuned_text = chat(sdk, tuned)
+    attach_s = time.monotonic() - started
+    assert tuned_text and tuned_text != base_text, (tuned_text, base_text)
+    assert chat(sdk, TINY) == base_text  # the base is unchanged beside its adapter
+    assert attach_s < 30, attach_s
+
+    # Another tenant sees neither the fine-tune nor its deployment; the base it may use.
+    other_key, other = tenant(http, serve_app, "stranger")
+    assert http.get(f"/v1/deployments/{adapter['id']}", headers=other).status_code == 404
+    stranger = openai.OpenAI(api_key=other_key, base_url=f"{serve_app.url}/v1", max_retries=0, timeout=120)
+    with pytest.raises(openai.NotFoundError):
+        chat(stranger, tuned)
+    assert chat(stranger, TINY) == base_text
+    undeploy_other = http.delete(f"/v1/deployments/{base['id']}", headers=other)
+    assert undeploy_other.status_code == 404
+
+    # Undeploy: the base cannot go while its adapter runs; each model's requests then get a clear error.
+    blocked = http.delete(f"/v1/deployments/{base['id']}", headers=headers)
+    assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "adapters_attached"
+    removed = http.delete(f"/inference/deploy/{tuned}", headers=headers)
+    assert removed.status_code == 200 and removed.json()["status"] == "deleting"
+    with pytest.raises(openai.ConflictError) as gone:
+        chat(sdk, tuned)
+    assert "not deployed" in gone.value.message or "undeployed" in gone.value.message
+    assert wait_deployment(http, adapter["id"], headers).status_code == 404
+    assert http.delete(f"/v1/deployments/{base['id']}", headers=headers).status_code == 200
+    assert wait_deployment(http, base["id"], headers).status_code == 404
+    with pytest.raises(openai.ConflictError):
+        chat(sdk, TINY)
+    assert http.get("/v1/deployments", headers=headers).json()["data"] == []
+
+    assert ingress_replicas() == before  # the ingress never restarted
