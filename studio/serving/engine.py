@@ -72,6 +72,21 @@ def engine_args(spec: ServerSpec) -> dict[str, Any]:
     return args
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse a model directory vLLM could only fail on later, with a vaguer message.
+
+    Raises:
+        ValueError: no `config.json`, or no weight files, in `path`.
+    """
+    if not (path / "config.json").is_file():
+        raise ValueError(f"the model directory {path} has no config.json")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise ValueError(f"the model directory {path} has no weights (*.safetensors, *.bin, *.pt or *.gguf)")
+
+
 def write_zero_adapter(model_dir: str, out_dir: Path) -> Path:
     """Write a rank-1 LoRA adapter on `q_proj` with all-zero weights (the base model exactly); return it.
 

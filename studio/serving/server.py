@@ -23,6 +23,7 @@ from ray import serve
 
 from studio.serving.engine import (
     adapter_rank,
+    check_model_dir,
     engine_args,
     prepare_scratch,
     write_zero_adapter,
@@ -60,6 +61,7 @@ class ModelServer:
 
         models_dir = Path(spec.models_dir) if spec.models_dir else None
         source = resolve_base_model(spec.model_source, models_dir)
+        check_model_dir(source)
         spec = dataclasses.replace(spec, model_source=str(source))
         self._spec = spec
         self._scratch = Path(spec.scratch_dir)

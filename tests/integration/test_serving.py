@@ -7,6 +7,7 @@ chat with it, undeploy, and check the ingress replicas never restarted.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -160,3 +161,34 @@ def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: h
     assert http.get("/v1/deployments", headers=headers).json()["data"] == []
 
     assert ingress_replicas() == before  # the ingress never restarted
+
+
+def test_a_model_that_cannot_load_fails_with_the_reason(serve_app: ServeApp, http: httpx.Client) -> None:
+    from studio.training import ensure_tiny_model
+
+    key, headers = tenant(http, serve_app, "broken")
+    # A registered base model whose directory has the config and tokenizer but no weights.
+    tiny = ensure_tiny_model(serve_app.settings.models_dir / "tiny-llama")
+    broken = serve_app.settings.data_dir / "broken-model"
+    broken.mkdir(exist_ok=True)
+    for path in tiny.iterdir():
+        if path.is_file() and not path.name.endswith(".safetensors"):
+            shutil.copy(path, broken / path.name)
+    registered = http.post(
+        "/admin/base-models", json={"name": "acme/broken", "source": str(broken)}, headers=serve_app.admin
+    )
+    assert registered.status_code == 201, registered.text
+
+    deployment = http.post("/v1/deployments", json={"model": "acme/broken"}, headers=headers).json()
+    failed = wait_deployment(http, deployment["id"], headers).json()
+    assert failed["status"] == "failed" and failed["error"], failed
+    assert "has no weights" in failed["error"], failed
+    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0, timeout=60)
+    with pytest.raises(openai.ConflictError) as refused:
+        chat(sdk, "acme/broken")
+    assert "failed to deploy" in refused.value.message
+    assert http.get("/healthz").status_code == 200  # the ingress serves on
+
+    # A failed deployment can be removed (its server is already gone).
+    assert http.delete(f"/v1/deployments/{deployment['id']}", headers=headers).status_code == 200
+    assert wait_deployment(http, deployment["id"], headers).status_code == 404

@@ -1,0 +1,115 @@
+"""Deployments API without a cluster: records, ownership, limits, refusals (servers: tests/integration)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.conftest import ADMIN, new_client
+from tests.api.test_errors import assert_error
+
+TINY = "mini-studio/tiny-llama"
+SMALL_CONFIG = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "num_key_value_heads": 1, "vocab_size": 1024, "max_position_embeddings": 512,
+}  # fmt: skip
+
+
+async def test_a_deployment_is_recorded_listed_and_undeployed(api: httpx.AsyncClient) -> None:
+    _, headers = await new_client(api)
+    created = await api.post("/v1/deployments", json={"model": TINY}, headers=headers)
+    assert created.status_code == 201, created.text
+    deployment = created.json()
+    assert deployment["status"] == "deploying" and deployment["target"] == "serve"
+    assert deployment["min_replicas"] == deployment["max_replicas"] == 1 and deployment["num_cpus"] == 0.5
+    assert "client_id" not in deployment and "model_source" not in deployment
+    assert_error(
+        await api.post("/v1/deployments", json={"model": TINY}, headers=headers), 409, "already_deployed"
+    )
+
+    listed = (await api.get("/v1/deployments", headers=headers)).json()
+    assert [d["id"] for d in listed["data"]] == [deployment["id"]] and listed["object"] == "list"
+    model = (await api.get(f"/v1/models/{TINY}", headers=headers)).json()
+    assert model["deployment"] == {
+        "id": deployment["id"],
+        "status": "deploying",
+        "target": "serve",
+        "placement": "server",
+    }
+
+    # This process has no model servers: a request for the deploying model says so (503), never hangs.
+    chat = {"model": TINY, "messages": [{"role": "user", "content": "hi"}]}
+    unavailable = await api.post("/v1/chat/completions", json=chat, headers=headers)
+    assert_error(unavailable, 503, "serving_unavailable")
+
+    # Another client may use the shared base (it sees the deployment) but not undeploy it.
+    _, other = await new_client(api, name="other")
+    assert (await api.get(f"/v1/deployments/{deployment['id']}", headers=other)).status_code == 200
+    assert_error(
+        await api.delete(f"/v1/deployments/{deployment['id']}", headers=other), 404, "deployment_not_found"
+    )
+    _, walled = await new_client(api, name="walled", allowed_base_models=["acme/*"])
+    assert_error(
+        await api.get(f"/v1/deployments/{deployment['id']}", headers=walled), 404, "deployment_not_found"
+    )
+
+    removed = await api.delete(f"/inference/deploy/{TINY}", headers=headers)
+    assert removed.status_code == 200 and removed.json()["status"] == "deleting"
+    assert_error(
+        await api.post("/v1/chat/completions", json=chat, headers=headers), 409, "model_not_deployed"
+    )
+
+
+async def test_bad_deployments_are_refused_and_nothing_is_stored(api: httpx.AsyncClient) -> None:
+    _, headers = await new_client(api, max_deployments=1)
+    unknown = await api.post("/v1/deployments", json={"model": "acme/nothing"}, headers=headers)
+    assert_error(unknown, 404, "model_not_found")
+    replicas = await api.post(
+        "/v1/deployments", json={"model": TINY, "min_replicas": 3, "max_replicas": 2}, headers=headers
+    )
+    assert replicas.status_code == 422 and "max_replicas" in replicas.json()["error"]["message"]
+    typo = await api.post("/v1/deployments", json={"model": TINY, "replicas": 2}, headers=headers)
+    assert typo.status_code == 422 and typo.json()["error"]["param"] == "replicas"
+    engine = await api.post(
+        "/v1/deployments", json={"model": TINY, "engine": {"dtype": "int3"}}, headers=headers
+    )
+    assert engine.status_code == 422 and "dtype" in (engine.json()["error"]["param"] or "")
+    k8s = await api.post("/v1/deployments", json={"model": TINY, "target": "kubernetes"}, headers=headers)
+    assert_error(k8s, 409, "target_unavailable")
+    wrong_path = await api.post("/inference/deploy/fine_tuned", json={"model": TINY}, headers=headers)
+    assert_error(wrong_path, 422, "wrong_model_kind")
+    no_job = await api.post(
+        "/inference/deploy/fine_tuned", json={"model": f"ft:{TINY}:c:s:ftjob-x"}, headers=headers
+    )
+    assert_error(no_job, 404, "model_not_found")
+    assert (await api.get("/v1/deployments", headers=headers)).json()["data"] == []
+
+    # The per-client limit: one deployment, then 429.
+    registered = await api.post(
+        "/admin/base-models", json={"name": "acme/small", "config": SMALL_CONFIG}, headers=ADMIN
+    )
+    assert registered.status_code == 201, registered.text
+    assert (
+        await api.post("/inference/deploy/base", json={"base_model": TINY}, headers=headers)
+    ).status_code == 201
+    over = await api.post("/v1/deployments", json={"model": "acme/small"}, headers=headers)
+    assert_error(over, 429, "deployment_limit")
+    assert "Retry-After" in over.headers
+
+
+async def test_inference_requests_name_a_model_and_reach_only_deployed_ones(api: httpx.AsyncClient) -> None:
+    _, headers = await new_client(api)
+    missing = await api.post("/v1/chat/completions", json={"messages": []}, headers=headers)
+    assert_error(missing, 422, "missing_model")
+    not_json = await api.post(
+        "/v1/completions", content=b"{", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert_error(not_json, 422, "invalid_json")
+    unknown = await api.post(
+        "/v1/chat/completions", json={"model": "acme/none", "messages": []}, headers=headers
+    )
+    assert_error(unknown, 404, "model_not_found")
+    idle = await api.post(
+        "/v1/completions", json={"model": TINY, "prompt": "hi", "stream": True}, headers=headers
+    )
+    assert_error(idle, 409, "model_not_deployed")
+    assert (await api.post("/v1/chat/completions", json={"model": TINY, "messages": []})).status_code == 401
