@@ -68,10 +68,25 @@ class RaySettings(BaseModel):
     actor_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
 
+# Serve applications Mini Studio adds for models start with this; the ingress application's name may not.
+MODEL_APP_PREFIX = "ms-model-"
+
+
 class ServingSettings(BaseModel):
     """The ingress Serve deployment."""
 
     app_name: str = "mini-studio"
+
+    @field_validator("app_name")
+    @classmethod
+    def _not_a_model_app(cls, value: str) -> str:
+        # `serve.run` under an existing name silently replaces that application: model servers use
+        # their own prefix, which the ingress may not.
+        if value.startswith(MODEL_APP_PREFIX):
+            message = f"app_name may not start with {MODEL_APP_PREFIX!r}: that prefix names model servers"
+            raise ValueError(message)
+        return value
+
     ingress_replicas: int = Field(default=1, ge=1, le=64)
     # 2-core laptops: the ingress must not hold a whole CPU that training and model replicas need.
     ingress_num_cpus: float = Field(default=0.25, gt=0, le=64)

@@ -16,6 +16,7 @@ import hashlib
 import re
 from typing import Literal
 
+from studio.config import MODEL_APP_PREFIX
 from studio.errors import Conflict
 
 DeploymentStatus = Literal["deploying", "ready", "failed", "deleting"]
@@ -36,7 +37,7 @@ DEPLOYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
 
 # Serve applications Mini Studio adds for models all start with this prefix, which the ingress
 # application's name may not use: `serve.run` under an existing name silently replaces that application.
-APP_PREFIX = "ms-model-"
+APP_PREFIX = MODEL_APP_PREFIX
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
