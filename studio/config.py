@@ -180,7 +180,14 @@ class K8sSettings(BaseModel):
     No kubeconfig and not in_cluster: the default kubeconfig (`~/.kube/config` or `$KUBECONFIG`).
     """
 
+    # Deployments with target "kubernetes" are refused (409) unless this is set.
+    enabled: bool = False
     namespace: str = Field(default="mini-studio", min_length=1, max_length=63)
+    # How the ingress reaches a model's Service: `{name}`, `{namespace}` and `{port}` are filled in.
+    # The default is the in-cluster DNS name; a gateway or port-forward in front of the Services differs.
+    service_url_template: str = "http://{name}.{namespace}.svc.cluster.local:{port}"
+    # Bound on one proxied inference request (a long generation included).
+    request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     # One namespace per client, `<namespace>-<client>`, created on first deploy (needs cluster rights).
     namespace_per_client: bool = False
     kubeconfig: Path | None = None

@@ -402,8 +402,11 @@ JsonObject = dict[str, Any]
 class ModelServers(Protocol):
     """Starts, follows and stops model servers (Serve applications or Kubernetes Deployments)."""
 
-    async def deploy(self, deployment: Deployment) -> None:
-        """Start (or update) the deployment's model server and return without waiting for it."""
+    async def deploy(self, deployment: Deployment) -> DeploymentChanges | None:
+        """Start (or update) the deployment's model server without waiting for it to be ready.
+
+        Returns what to record of where it lives (Kubernetes: namespace, service URL), or None.
+        """
         ...
 
     async def state(self, deployment: Deployment) -> tuple[ServerState, str]:

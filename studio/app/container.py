@@ -8,8 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from studio.api.services import Services
 from studio.app.builtin_models import builtin_models
+from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
-from studio.ports import DatasetValidationRunner, InferenceBackend, ModelServers, TrainingLauncher
+from studio.ports import DatasetValidationRunner, ModelServers, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.base_models import BaseModelService
@@ -43,7 +44,7 @@ async def open_services(
     admin_key_hash: str,
     validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] | None = None,
     compute: Compute | None = None,
-    inference_backend: InferenceBackend | None = None,
+    model_servers: ModelServersByTarget | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
@@ -104,6 +105,8 @@ async def open_services(
             compute=compute,
             settings=settings.training,
         )
+        if model_servers is not None:
+            stack.push_async_callback(model_servers.close)
         routes = RoutingTable(deployments=store.deployments, refresh_s=settings.serving.routing_refresh_s)
         await routes.start()
         stack.push_async_callback(routes.close)
@@ -115,9 +118,10 @@ async def open_services(
             notifier=compute.notifier if compute is not None else None,
             settings=settings.serving,
             on_change=routes.refresh,
+            targets=model_servers.targets if model_servers is not None else frozenset({"serve"}),
         )
         inference = InferenceService(
-            routes=routes, backend=inference_backend, catalog=models, settings=settings.serving
+            routes=routes, backend=model_servers, catalog=models, settings=settings.serving
         )
         datasets.start_worker()
         log.info(

@@ -12,7 +12,8 @@ from studio.api.app import create_api
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
-from studio.app.job_tracker import ActorJobNotifier, job_tracker, jobs_api_address, model_servers
+from studio.app.job_tracker import ActorJobNotifier, job_tracker, jobs_api_address
+from studio.app.model_servers import model_servers
 from studio.app.validation import RayTaskValidationRunner
 from studio.backends.ray_cluster import RayClusterInfo
 from studio.backends.ray_jobs import RayJobLauncher
@@ -64,7 +65,7 @@ class StudioIngress:
                 files, task_above_bytes=threshold, models_dir=settings.models_dir
             ),
             compute=compute,
-            inference_backend=model_servers(settings),
+            model_servers=model_servers(settings),
         ) as services:
             yield services
 

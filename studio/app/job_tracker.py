@@ -17,9 +17,9 @@ import ray
 
 from studio.app.container import open_deployment_runner, open_job_runner
 from studio.app.embedded import embedded_mongo_url
+from studio.app.model_servers import model_servers
 from studio.app.singletons import head_node_singleton
 from studio.backends.ray_jobs import RayJobLauncher
-from studio.backends.serve_models import ServeModelServers
 from studio.config import Settings
 from studio.errors import Unavailable
 from studio.logs import configure_logging
@@ -80,17 +80,6 @@ class JobTrackerActor:
             finally:
                 self._runner = self._deployments = None
             await asyncio.sleep(RESTART_DELAY_S)
-
-
-def model_servers(settings: Settings) -> ServeModelServers:
-    """Return the Serve backend for model servers (deploys them, and carries inference to them)."""
-    serving = settings.serving
-    return ServeModelServers(
-        scratch_dir=str(settings.serving_scratch_dir),
-        models_dir=str(settings.models_dir),
-        timeout_s=serving.call_timeout_s,
-        stream_batch_ms=serving.stream_batch_ms,
-    )
 
 
 def job_tracker(settings: Settings) -> Any:

@@ -51,8 +51,13 @@ class ModelServerSpec:
     dtype: str | None = None
     gpu_memory_utilization: float | None = None
     extra_args: tuple[str, ...] = ()
-    # Fine-tunes: the base model is served with LoRA enabled; adapters are loaded at runtime.
+    # Fine-tunes: the base model is served with LoRA enabled; adapters are loaded at runtime, or at
+    # start from `lora_modules` ((name, path in the pod), ...).
     enable_lora: bool = False
+    lora_modules: tuple[tuple[str, str], ...] = ()
+    # What the objects are named and labelled after (default: served_model_name); a LoRA fine-tune's
+    # server serves its base under the base's name and is named after the fine-tune.
+    deployment_model: str | None = None
     max_lora_rank: int | None = None
     min_replicas: int = 0
     max_replicas: int = 1
@@ -162,6 +167,8 @@ def _vllm_args(spec: ModelServerSpec) -> list[str]:
         args += ["--enable-lora"]
         if spec.max_lora_rank is not None:
             args += ["--max-lora-rank", str(spec.max_lora_rank)]
+        if spec.lora_modules:
+            args += ["--lora-modules", *(f"{name}={path}" for name, path in spec.lora_modules)]
     return args + list(spec.extra_args)
 
 
@@ -200,13 +207,14 @@ def render(spec: ModelServerSpec, *, settings: K8sSettings, namespace: str) -> M
     """
     validate_spec(spec, settings)
     k8s_names.validate_object_name(namespace, field="namespace")
-    name = k8s_names.object_name(spec.served_model_name, client_id=spec.client_id)
+    model = spec.deployment_model or spec.served_model_name
+    name = k8s_names.object_name(model, client_id=spec.client_id)
     selector = {NAME_LABEL: name, COMPONENT_LABEL: "model-server"}
     labels = {
         **selector,
         MANAGED_BY_LABEL: MANAGED_BY,
         CLIENT_LABEL: k8s_names.label_value(spec.client_id),
-        MODEL_LABEL: k8s_names.label_value(spec.served_model_name),
+        MODEL_LABEL: k8s_names.label_value(model),
     }
     annotations = {MODEL_ANNOTATION: spec.model, SERVED_NAME_ANNOTATION: spec.served_model_name}
 

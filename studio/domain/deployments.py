@@ -6,8 +6,9 @@ in memory. Every status change goes through `check_deployment_transition`; the s
 conditional update on the old status.
 
 Placement (`placement`): a base model or a full fine-tune runs its own model server (a Serve application
-or a Kubernetes Deployment); a LoRA fine-tune whose base is deployed on Serve is an *adapter* of that
-deployment, loaded into its replicas at runtime, so it answers within seconds without new replicas.
+or a Kubernetes Deployment); a LoRA fine-tune on Serve is an *adapter* of its base's deployment, loaded
+into its replicas at runtime, so it answers within seconds without new replicas. On Kubernetes a LoRA
+fine-tune gets its own server: the base model with the adapter loaded at start.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def is_reserved_app_name(name: str) -> bool:
     return name.startswith(APP_PREFIX)
 
 
-def placement(*, fine_tuning_method: Literal["lora", "full"] | None) -> Placement:
-    """Return how a model is deployed: LoRA fine-tunes are adapters, everything else a model server."""
-    return "adapter" if fine_tuning_method == "lora" else "server"
+def placement(*, fine_tuning_method: Literal["lora", "full"] | None, target: Target) -> Placement:
+    """Return how a model is deployed: LoRA fine-tunes on Serve are adapters of their base's server;
+    everything else (on Kubernetes, a LoRA fine-tune too: its base with the adapter) gets its own."""
+    return "adapter" if fine_tuning_method == "lora" and target == "serve" else "server"

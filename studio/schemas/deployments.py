@@ -69,9 +69,10 @@ class Deployment(BaseModel):
     placement: Placement
     target: Target
     status: DeploymentStatus
-    # Serve: the model server's application; for an adapter, its base deployment's application.
+    # Serve: the model server's application (for an adapter, its base's); Kubernetes: the objects' name.
     app_name: str | None = None
-    # Kubernetes: the in-cluster URL of the model's Service.
+    # Kubernetes: the namespace of the objects and the URL of the model's Service (set once applied).
+    namespace: str | None = None
     service_url: str | None = None
     base_deployment: str | None = None
     # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
@@ -94,6 +95,7 @@ class DeploymentChanges(BaseModel):
 
     status: DeploymentStatus | None = None
     error: str | None = None
+    namespace: str | None = None
     service_url: str | None = None
     updated_at: int | None = None
     ready_at: int | None = None
@@ -109,6 +111,7 @@ class DeploymentPublic(BaseModel):
     target: Target
     status: DeploymentStatus
     app_name: str | None
+    namespace: str | None
     service_url: str | None
     base_deployment: str | None
     min_replicas: int

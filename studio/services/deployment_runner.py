@@ -105,7 +105,11 @@ class DeploymentRunner:
     async def _start(self, deployment: Deployment) -> None:
         state, message = await self._servers.state(deployment)
         if state == "absent":
-            await self._servers.deploy(deployment)
+            where = await self._servers.deploy(deployment)
+            if where is not None:  # where it lives (Kubernetes: namespace, Service URL)
+                await self._deployments.update(
+                    deployment_id=deployment.id, expected="deploying", changes=where
+                )
             return
         if state == "failed":
             await self._fail(deployment, message or "the model server failed to start")

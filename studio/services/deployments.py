@@ -22,6 +22,7 @@ from typing import Literal
 from studio.config import ServingSettings
 from studio.domain.deployments import LIVE, check_deployment_transition, placement, serve_app_name
 from studio.domain.jobs import parse_fine_tuned_model_name
+from studio.domain.k8s_names import object_name
 from studio.domain.limits import model_allowed
 from studio.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, StudioError
 from studio.ports import BaseModelRepository, DeploymentRepository, JobNotifier, JobRepository
@@ -53,9 +54,12 @@ class DeploymentService:
         notifier: JobNotifier | None,
         settings: ServingSettings,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        targets: frozenset[str] = frozenset({"serve"}),
     ) -> None:
-        """`on_change` runs after each change this service makes (this replica's routing table reload)."""
+        """`on_change` runs after each change this service makes (this replica's routing table reload);
+        `targets` are the deployment targets this server has (serve, and kubernetes when enabled)."""
         self._on_change = on_change
+        self._targets = targets
         self._deployments = deployments
         self._base_models = base_models
         self._jobs = jobs
@@ -74,9 +78,10 @@ class DeploymentService:
             Conflict: already deployed, a target that is not available, or a LoRA fine-tune whose base
                 is not deployed on Serve. QuotaExceeded: the client's `max_deployments` is reached.
         """
-        if body.target == "kubernetes":
+        if body.target not in self._targets:
             raise Conflict(
-                "the kubernetes target is not available in this version yet; deploy with target 'serve'",
+                f"the {body.target!r} target is not enabled on this server: set STUDIO_K8S__ENABLED=true and "
+                "a cluster (STUDIO_K8S__KUBECONFIG or STUDIO_K8S__IN_CLUSTER), or deploy with target 'serve'",
                 param="target",
                 code="target_unavailable",
             )
@@ -135,22 +140,27 @@ class DeploymentService:
                 kind="base",
                 base_model=entry.id,
                 placement="server",
-                app_name=serve_app_name(entry.id),
+                app_name=self._server_name(entry.id, client, body.target),
                 model_source=entry.source,
             )
         job = await self._jobs.get(client_id=client.id, job_id=parsed[3])
         if job is None or job.fine_tuned_model != body.model or not job.result_files:
             raise NotFound(f"the model {body.model!r} does not exist", param="model", code="model_not_found")
         final = job.result_files[0]
-        where = placement(fine_tuning_method=job.hyperparameters.fine_tuning_method)
-        if where == "server":
+        method = job.hyperparameters.fine_tuning_method
+        if placement(fine_tuning_method=method, target=body.target) == "server":
+            lora = method == "lora"  # on Kubernetes: the base, with the adapter loaded at start
+            base_entry = await self._base_models.get(job.model) if lora else None
+            if lora and base_entry is None:
+                raise Conflict(f"the base model {job.model!r} is no longer registered", param="model")
             return Deployment(
                 **common,
                 kind="fine-tuned",
                 base_model=job.model,
                 placement="server",
-                app_name=serve_app_name(body.model),
-                model_source=final,
+                app_name=self._server_name(body.model, client, body.target),
+                model_source=base_entry.source if base_entry is not None else final,
+                adapter_path=final if lora else None,
             )
         base = await self._deployments.get_by_model(job.model)
         if base is None or base.status not in LIVE or base.target != "serve" or base.placement != "server":
@@ -171,6 +181,11 @@ class DeploymentService:
             model_source=final,
             adapter_path=final,
         )
+
+    def _server_name(self, model: str, client: Client, target: str) -> str:
+        """Return the Serve application's name, or the Kubernetes objects' (per client: one namespace
+        may hold several clients' servers)."""
+        return serve_app_name(model) if target == "serve" else object_name(model, client_id=client.id)
 
     async def get(self, client: Client, deployment_id: str) -> Deployment:
         """Return a deployment the client can see.

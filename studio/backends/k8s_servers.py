@@ -1,0 +1,146 @@
+"""Model servers on Kubernetes (`KubernetesBackend`), and inference proxied to their Services over HTTP.
+
+Each deployment becomes the four objects of `k8s_manifests` (vLLM's OpenAI server, scaled by KEDA);
+requests go to its Service through one pooled, streaming `httpx` client. The cluster client is made on
+first use, so a server whose Kubernetes settings are wrong starts anyway and says what is missing when
+a Kubernetes deployment is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from studio.backends import k8s_manifests as m
+from studio.backends.kubernetes import KubernetesBackend
+from studio.config import K8sSettings
+from studio.errors import BadRequest, InvalidInput, NotFound, Unavailable
+from studio.ports import InferenceCall, JsonObject, ServerState
+from studio.schemas.deployments import Deployment, DeploymentChanges
+
+_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+_STATES: dict[str, ServerState] = {"deploying": "starting", "ready": "running", "failed": "failed"}
+
+
+def _error(response: httpx.Response, text: str) -> Exception:
+    """Return the domain error for a model server's error answer (OpenAI's error shape, or text)."""
+    try:
+        error = (response.json() or {}).get("error") or {}
+        message, param = str(error.get("message") or text), error.get("param")
+    except ValueError:
+        message, param = text or response.reason_phrase, None
+    status = response.status_code
+    if status == 404:
+        return NotFound(message, param=param or "model", code="model_not_found")
+    if status == 422:
+        return InvalidInput(message, param=param)
+    if status == 400:
+        return BadRequest(message, param=param)
+    return Unavailable(f"the model server answered {status}: {message}")
+
+
+class KubernetesModelServers:
+    """`ModelServers` and `InferenceBackend` for deployments with target "kubernetes"."""
+
+    def __init__(self, settings: K8sSettings, *, backend: KubernetesBackend | None = None) -> None:
+        self._settings = settings
+        self._backend = backend
+        timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.timeout_s)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
+
+    def _cluster(self) -> KubernetesBackend:
+        if self._backend is None:
+            self._backend = KubernetesBackend(self._settings)  # Conflict naming the settings if unusable
+        return self._backend
+
+    def spec(self, deployment: Deployment) -> m.ModelServerSpec:
+        """Return the model server spec of a deployment."""
+        engine = deployment.engine
+        lora = deployment.adapter_path is not None
+        return m.ModelServerSpec(
+            model=deployment.model_source,
+            served_model_name=deployment.base_model if lora else deployment.model,
+            deployment_model=deployment.model,
+            client_id=deployment.client_id,
+            max_model_len=engine.max_model_len,
+            dtype=engine.dtype,
+            gpu_memory_utilization=engine.gpu_memory_utilization if deployment.num_gpus else None,
+            enable_lora=lora,
+            max_lora_rank=engine.max_lora_rank if lora else None,
+            lora_modules=((deployment.model, deployment.adapter_path),) if deployment.adapter_path else (),
+            min_replicas=deployment.min_replicas,
+            max_replicas=deployment.max_replicas,
+            cpu_request=f"{int(deployment.num_cpus * 1000)}m",
+            gpus=int(deployment.num_gpus),
+        )
+
+    async def deploy(self, deployment: Deployment) -> DeploymentChanges | None:
+        applied = await self._cluster().apply(self.spec(deployment))
+        url = self._settings.service_url_template.format(
+            name=applied.name, namespace=applied.namespace, port=m.PORT
+        )
+        return DeploymentChanges(namespace=applied.namespace, service_url=url)
+
+    async def state(self, deployment: Deployment) -> tuple[ServerState, str]:
+        if deployment.app_name is None or deployment.service_url is None:
+            return "absent", "not applied yet"
+        try:
+            state, message = await self._cluster().status(deployment.app_name, namespace=deployment.namespace)
+        except NotFound:
+            return "absent", "the Deployment does not exist"
+        return _STATES.get(state, "starting"), message
+
+    async def ready(self, deployment: Deployment) -> JsonObject:
+        """Check the Service answers (vLLM's `/health`)."""
+        try:
+            response = await self._http.get(
+                f"{deployment.service_url}/health", timeout=self._settings.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the model server's Service does not answer: {exc}") from exc
+        if response.status_code != 200:
+            raise Unavailable(f"the model server's health check answered {response.status_code}")
+        return {"model": deployment.model}
+
+    async def attach(self, adapter: Deployment) -> None:
+        raise InvalidInput("on Kubernetes, a LoRA fine-tune gets its own model server", param="target")
+
+    async def remove(self, deployment: Deployment) -> None:
+        if deployment.app_name is not None:
+            await self._cluster().delete(deployment.app_name, namespace=deployment.namespace)
+
+    async def complete(self, call: InferenceCall) -> JsonObject:
+        url = f"{call.deployment.service_url}{_PATHS[call.kind]}"
+        try:
+            response = await self._http.post(url, json={**call.body, "stream": False})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the model server cannot be reached: {exc}") from exc
+        if response.status_code != 200:
+            raise _error(response, response.text)
+        result: JsonObject = response.json()
+        return result
+
+    async def stream(self, call: InferenceCall) -> AsyncIterator[str]:
+        url = f"{call.deployment.service_url}{_PATHS[call.kind]}"
+        try:
+            async with self._http.stream("POST", url, json={**call.body, "stream": True}) as response:
+                if response.status_code != 200:
+                    raise _error(response, (await response.aread()).decode(errors="replace"))
+                buffer = ""
+                async for text in response.aiter_text():
+                    buffer += text
+                    *events, buffer = buffer.split("\n\n")
+                    for event in events:
+                        if event.strip():
+                            yield event + "\n\n"
+                if buffer.strip():
+                    yield buffer + "\n\n"
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the model server cannot be reached: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        if self._backend is not None:
+            await self._backend.close()
