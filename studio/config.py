@@ -101,6 +101,8 @@ class ServingSettings(BaseModel):
     keepalive_s: float = Field(default=5.0, gt=0, le=300)
     # How often an ingress replica checks the routing table's version (one indexed read).
     routing_refresh_s: float = Field(default=0.5, gt=0, le=60)
+    # Bound on one non-streaming inference request once its model is ready (generation included).
+    request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     # A model server not ready this long after its deploy began is failed.
     deploy_timeout_s: float = Field(default=900.0, gt=0, le=86_400)
     # Bound on one call to Serve's controller or a model server outside inference (ready, attach).

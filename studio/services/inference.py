@@ -121,7 +121,12 @@ class InferenceService:
         backend = await self._backend_for(client, model)
         deployment = await self.route(client, model)
         call = InferenceCall(kind=kind, model=model, body=body, deployment=deployment)
-        return await backend.complete(call)
+        # The wait may include a replica starting (scaled to zero) as well as the generation.
+        timeout_s = self._settings.cold_start_timeout_s + self._settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(backend.complete(call), timeout=timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"the model {model!r} did not answer within {timeout_s:.0f} s") from None
 
     async def stream(self, client: Client, kind: Kind, body: JsonObject) -> AsyncIterator[str]:
         """Yield the Server-Sent Events of a streaming request, and keep-alive comments while it waits.
