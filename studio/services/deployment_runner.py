@@ -20,7 +20,7 @@ import logging
 import time
 
 from studio.domain.deployments import DeploymentStatus, check_deployment_transition
-from studio.errors import InvalidInput, StudioError
+from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioError
 from studio.ports import DeploymentRepository, ModelServers
 from studio.schemas.deployments import Deployment, DeploymentChanges
 
@@ -105,7 +105,13 @@ class DeploymentRunner:
     async def _start(self, deployment: Deployment) -> None:
         state, message = await self._servers.state(deployment)
         if state == "absent":
-            where = await self._servers.deploy(deployment)
+            try:
+                where = await self._servers.deploy(deployment)
+            except (Conflict, Forbidden, InvalidInput, NotFound) as exc:
+                # The target refused it (no cluster configured, a missing permission, a name taken by an
+                # object Mini Studio does not manage, a bad value): retrying will not help.
+                await self._fail(deployment, exc.message)
+                return
             if where is not None:  # where it lives (Kubernetes: namespace, Service URL)
                 await self._deployments.update(
                     deployment_id=deployment.id, expected="deploying", changes=where

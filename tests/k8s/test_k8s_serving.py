@@ -29,11 +29,12 @@ from studio.app.container import open_deployment_runner
 from studio.app.model_servers import model_servers
 from studio.config import Settings
 from studio.domain.jobs import fine_tuned_model_name
+from studio.domain.k8s_names import object_name
 from studio.schemas.jobs import Hyperparameters, Job
 from studio.stores.mongo import MongoStore
 from studio.training import TrainConfig, ensure_tiny_model
 from studio.training.loop import train
-from tests.api.conftest import new_client, running_api
+from tests.api.conftest import ADMIN, new_client, running_api
 from tests.conftest import make_settings
 from tests.k8s.conftest import NAMESPACE, api_client
 from tests.k8s_fake import FakeKubernetes
@@ -268,6 +269,26 @@ async def check_story(
     assert tuned_reply.choices[0].message.content != base_text
     chunks = await sdk.completions.create(model=tuned, prompt="The capital", max_tokens=4, stream=True)
     assert [c async for c in chunks]
+
+    # A name taken by an object Mini Studio does not manage: the deployment fails saying so, untouched.
+    config = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024, "num_attention_heads": 2}
+    added = await api.post("/admin/base-models", json={"name": "acme/other", "config": config}, headers=ADMIN)
+    assert added.status_code == 201, added.text
+    me = (await api.get("/v1/me", headers=headers)).json()
+    taken = object_name("acme/other", client_id=me["id"])
+    with api_client(fake) as k8s:
+        service = client.V1Service(
+            metadata=client.V1ObjectMeta(name=taken),
+            spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)]),
+        )
+        client.CoreV1Api(k8s).create_namespaced_service(NAMESPACE, service)
+    other = await api.post(
+        "/v1/deployments", json={"model": "acme/other", "target": "kubernetes"}, headers=headers
+    )
+    failed = (await wait_status(api, other.json()["id"], headers)).json()
+    assert failed["status"] == "failed" and "not managed by Mini Studio" in failed["error"], failed
+    assert (await api.delete(f"/v1/deployments/{failed['id']}", headers=headers)).status_code == 200
+    assert (await wait_status(api, failed["id"], headers)).status_code == 404
 
     # Undeploy both: nothing managed is left; requests then get a clear error.
     for deployment in (lora.json(), base.json()):
