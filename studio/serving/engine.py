@@ -13,6 +13,8 @@ Findings behind these settings (docs/research/vllm-cpu-serving.md):
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,24 @@ ENGINE_MODEL_NAME = "__engine__"
 CPU_KV_CACHE_BYTES = 64 << 20
 
 
+# Unix socket paths are limited to 107 bytes; vLLM adds "/<uuid4>" (37) to its RPC folder.
+MAX_SOCKET_DIR_CHARS = 107 - 37
+
+
+def rpc_dir(scratch_dir: str) -> Path:
+    """Return the folder of vLLM's sockets: under `scratch_dir` when the paths fit, else in /tmp."""
+    inside = Path(scratch_dir) / "rpc"
+    if len(str(inside)) <= MAX_SOCKET_DIR_CHARS:
+        return inside
+    return Path(tempfile.gettempdir()) / f"mini-studio-rpc-{os.getuid()}"
+
+
 def engine_env(scratch_dir: str) -> dict[str, str]:
     """Return the environment of a model server replica (its engine core process inherits it)."""
     scratch = Path(scratch_dir)
     return {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "VLLM_RPC_BASE_PATH": str(scratch / "rpc"),
+        "VLLM_RPC_BASE_PATH": str(rpc_dir(scratch_dir)),
         "VLLM_CACHE_ROOT": str(scratch / "cache"),
         "TMPDIR": str(scratch / "tmp"),
         "VLLM_NO_USAGE_STATS": "1",
@@ -39,8 +53,8 @@ def engine_env(scratch_dir: str) -> dict[str, str]:
 
 def prepare_scratch(scratch_dir: str) -> None:
     """Create the scratch folders `engine_env` points at."""
-    for name in ("rpc", "cache", "tmp"):
-        (Path(scratch_dir) / name).mkdir(parents=True, exist_ok=True)
+    for folder in (rpc_dir(scratch_dir), Path(scratch_dir) / "cache", Path(scratch_dir) / "tmp"):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def engine_args(spec: ServerSpec) -> dict[str, Any]:

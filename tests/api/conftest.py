@@ -11,6 +11,7 @@ import pytest
 
 from studio.api.app import create_api
 from studio.app.container import open_services
+from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
 from studio.domain.keys import hash_key
 from studio.services.jobs import Compute
@@ -20,13 +21,21 @@ ADMIN = {"Authorization": "Bearer test-admin-key-0123456789"}
 
 
 @asynccontextmanager
-async def running_api(settings: Settings, compute: Compute | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def running_api(
+    settings: Settings, compute: Compute | None = None, model_servers: ModelServersByTarget | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Start the app's lifespan (connects the stores) and yield a client talking to it in-process."""
     assert settings.admin_key is not None and settings.store.mongo_url is not None
     admin_hash = hash_key(settings.admin_key.get_secret_value())
     mongo_url = settings.store.mongo_url.get_secret_value()
     app = create_api(
-        lambda: open_services(settings, mongo_url=mongo_url, admin_key_hash=admin_hash, compute=compute),
+        lambda: open_services(
+            settings,
+            mongo_url=mongo_url,
+            admin_key_hash=admin_hash,
+            compute=compute,
+            model_servers=model_servers,
+        ),
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         max_body_bytes=settings.api.max_json_body_bytes,

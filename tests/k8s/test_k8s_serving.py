@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -176,7 +177,8 @@ async def test_kubernetes_deployments_route_to_their_services(
 ) -> None:
     tiny = ensure_tiny_model(tmp_path / "models" / "tiny-llama")
     adapter = train_adapter(tiny, tmp_path / "job")
-    with vllm_server(tiny, tmp_path / "vllm") as url:
+    # A short folder: vLLM's socket paths must stay under 107 bytes.
+    with vllm_server(tiny, Path(tempfile.mkdtemp(prefix="vllm-", dir="/tmp"))) as url:
         settings = make_settings(
             tmp_path,
             mongo_url=mongo_url,
@@ -188,8 +190,11 @@ async def test_kubernetes_deployments_route_to_their_services(
                 "service_url_template": url,  # every Service is the stand-in
             },
         )  # fmt: skip
-        async with running_api(settings) as api, running_runner(settings):
-            client_id, headers = await new_client(api, name="k8s")
+        async with (
+            running_api(settings, model_servers=model_servers(settings)) as api,
+            running_runner(settings),
+        ):
+            client_id, headers = await new_client(api, name="k8s", max_deployments=5)
             tuned = fine_tuned_model_name(
                 base_model=TINY, client_id=client_id, suffix="paris", job_id="ftjob-k8s"
             )
@@ -285,6 +290,7 @@ async def check_story(
     other = await api.post(
         "/v1/deployments", json={"model": "acme/other", "target": "kubernetes"}, headers=headers
     )
+    assert other.status_code == 201, other.text
     failed = (await wait_status(api, other.json()["id"], headers)).json()
     assert failed["status"] == "failed" and "not managed by Mini Studio" in failed["error"], failed
     assert (await api.delete(f"/v1/deployments/{failed['id']}", headers=headers)).status_code == 200
