@@ -42,6 +42,10 @@ class RedisSettings(BaseModel):
 
     url: SecretStr | None = None
     config_ttl_s: int = Field(default=60, ge=1, le=86_400)
+    # Each ingress replica also keeps client configuration and keys this long in memory (0: never), so
+    # a request (say, an inference request) needs no round trip to authenticate; a change made through
+    # another replica reaches this one within it.
+    config_local_ttl_s: float = Field(default=1.0, ge=0, le=60)
     timeout_s: float = Field(default=0.5, gt=0, le=30)
     # After a failure the cache is skipped for this long, so a Redis outage costs one timeout, not one
     # per request.

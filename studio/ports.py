@@ -461,7 +461,8 @@ class InferenceBackend(Protocol):
         ...
 
     def stream(self, call: InferenceCall) -> AsyncIterator[str]:
-        """Yield the Server-Sent Events (`data: {...}\n\n` strings, ending `data: [DONE]\n\n`).
+        """Yield the Server-Sent Events as text, one or more whole events (`data: {...}\n\n`) a chunk,
+        ending with `data: [DONE]\n\n`.
 
         Errors before the first event are raised as by `complete`.
         """

@@ -65,7 +65,9 @@ async def open_services(
 
         clients = ClientService(
             repository=store.clients,
-            cache=ReadThroughCache(cache, ttl_s=settings.redis.config_ttl_s),
+            cache=ReadThroughCache(
+                cache, ttl_s=settings.redis.config_ttl_s, local_ttl_s=settings.redis.config_local_ttl_s
+            ),
             default_limits=ClientLimits(**settings.default_limits.model_dump()),
         )
         health = HealthService(

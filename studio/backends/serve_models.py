@@ -206,7 +206,6 @@ class ServeModelServers:
         response: Any = handle.stream.remote(call.kind, call.body, call.deployment.adapter_path)
         try:
             async for batch in response:
-                for event in batch:
-                    yield event
+                yield "".join(batch)  # one write for the events of a batch, not one per token
         except Exception as exc:
             raise _unwrap(exc) from exc

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -16,15 +18,51 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ReadThroughCache:
-    """Wraps an optional `Cache` so that callers read, fill and invalidate without handling outages."""
+    """Wraps an optional `Cache` so that callers read, fill and invalidate without handling outages.
 
-    def __init__(self, cache: Cache | None, *, ttl_s: int, prefix: str = "studio:") -> None:
+    In front of it, entries are also kept in this process for `local_ttl_s` (bounded to `local_max`
+    entries): hot reads (every request's key and client) need no round trip.
+    """
+
+    def __init__(
+        self,
+        cache: Cache | None,
+        *,
+        ttl_s: int,
+        prefix: str = "studio:",
+        local_ttl_s: float = 0.0,
+        local_max: int = 10_000,
+    ) -> None:
         self._cache = cache
         self._ttl_s = ttl_s
         self._prefix = prefix
+        self._local_ttl_s = local_ttl_s
+        self._local_max = local_max
+        self._local: OrderedDict[str, tuple[float, BaseModel]] = OrderedDict()
+
+    def _local_get(self, key: str, model: type[ModelT]) -> ModelT | None:
+        entry = self._local.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < time.monotonic() or not isinstance(value, model):
+            self._local.pop(key, None)
+            return None
+        return value
+
+    def _local_put(self, key: str, value: BaseModel) -> None:
+        if self._local_ttl_s <= 0:
+            return
+        self._local[key] = (time.monotonic() + self._local_ttl_s, value)
+        self._local.move_to_end(key)
+        while len(self._local) > self._local_max:
+            self._local.popitem(last=False)
 
     async def get(self, key: str, model: type[ModelT]) -> ModelT | None:
         """Return the cached value, or None on a miss, an undecodable entry or a cache outage."""
+        local = self._local_get(key, model)
+        if local is not None:
+            return local
         if self._cache is None:
             return None
         try:
@@ -35,12 +73,15 @@ class ReadThroughCache:
         if raw is None:
             return None
         try:
-            return model.model_validate_json(raw)
+            value = model.model_validate_json(raw)
         except ValueError:
             return None
+        self._local_put(key, value)
+        return value
 
     async def put(self, key: str, value: BaseModel) -> None:
         """Store `value` for the configured TTL; a cache outage is logged and ignored."""
+        self._local_put(key, value)
         if self._cache is None:
             return
         try:
@@ -50,6 +91,8 @@ class ReadThroughCache:
 
     async def invalidate(self, *keys: str) -> None:
         """Drop entries after a change. A cache outage here is logged: the TTL bounds staleness."""
+        for key in keys:
+            self._local.pop(key, None)
         if self._cache is None or not keys:
             return
         try:
