@@ -1,6 +1,7 @@
 """Serving figures: the ingress's overhead on inference, and attaching a LoRA adapter vs a new deployment.
 
     .venv/bin/python -m bench.serving_bench [--requests 32] [--max-tokens 32] [--concurrency 1,32]
+        [--stream-batch-ms 20]
 
 Starts a private Ray cluster (2 CPUs) running Mini Studio on embedded defaults, deploys the tiny base
 model and reports:
@@ -176,8 +177,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
+    parser.add_argument("--stream-batch-ms", type=float, default=20.0, help="the model servers' setting")
     args = parser.parse_args()
-    with running_studio(dashboard=True) as studio, httpx.Client(base_url=studio.url, timeout=600) as http:
+    serving = {"stream_batch_ms": args.stream_batch_ms}
+    with (
+        running_studio(dashboard=True, serving=serving) as studio,
+        httpx.Client(base_url=studio.url, timeout=600) as http,
+    ):
         h = studio.headers
         # Fine-tune first, so its Ray job does not share the CPUs with the measurements.
         data = "\n".join(json.dumps(row) for row in ROWS).encode()
