@@ -402,6 +402,16 @@ JsonObject = dict[str, Any]
 class ModelServers(Protocol):
     """Starts, follows and stops model servers (Serve applications or Kubernetes Deployments)."""
 
+    async def check(self, deployment: Deployment) -> None:
+        """Refuse, before anything is recorded or written, what the target would refuse later.
+
+        Raises:
+            InvalidInput: a value the target cannot take. Conflict: the target is not configured, or
+                the server's name is taken by something Mini Studio does not manage. Forbidden: the
+                target denies what deploying needs.
+        """
+        ...
+
     async def deploy(self, deployment: Deployment) -> DeploymentChanges | None:
         """Start (or update) the deployment's model server without waiting for it to be ready.
 
@@ -466,4 +476,13 @@ class InferenceBackend(Protocol):
 
         Errors before the first event are raised as by `complete`.
         """
+        ...
+
+
+class ModelDemand(Protocol):
+    """Publishes how many requests wait for a model server to start, per deployment (what scales a
+    Kubernetes deployment up from zero: its KEDA trigger adds this count to vLLM's own load)."""
+
+    def add(self, deployment: Deployment, delta: int) -> None:
+        """Count `delta` more (or fewer) requests waiting for `deployment`'s server."""
         ...

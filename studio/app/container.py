@@ -10,7 +10,7 @@ from studio.api.services import Services
 from studio.app.builtin_models import builtin_models
 from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
-from studio.ports import DatasetValidationRunner, ModelServers, TrainingLauncher
+from studio.ports import DatasetValidationRunner, ModelDemand, ModelServers, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.base_models import BaseModelService
@@ -45,6 +45,7 @@ async def open_services(
     validator_factory: Callable[[LocalFileStore], DatasetValidationRunner] | None = None,
     compute: Compute | None = None,
     model_servers: ModelServersByTarget | None = None,
+    model_demand: ModelDemand | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
 
@@ -121,9 +122,14 @@ async def open_services(
             settings=settings.serving,
             on_change=routes.refresh,
             targets=model_servers.targets if model_servers is not None else frozenset({"serve"}),
+            servers=model_servers,
         )
         inference = InferenceService(
-            routes=routes, backend=model_servers, catalog=models, settings=settings.serving
+            routes=routes,
+            backend=model_servers,
+            catalog=models,
+            settings=settings.serving,
+            demand=model_demand,
         )
         datasets.start_worker()
         log.info(

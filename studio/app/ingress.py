@@ -17,6 +17,7 @@ from studio.app.model_servers import model_servers
 from studio.app.validation import RayTaskValidationRunner
 from studio.backends.ray_cluster import RayClusterInfo
 from studio.backends.ray_jobs import RayJobLauncher
+from studio.backends.ray_metrics import RayModelDemand
 from studio.config import Settings
 from studio.logs import configure_logging
 from studio.services.jobs import Compute
@@ -66,6 +67,7 @@ class StudioIngress:
             ),
             compute=compute,
             model_servers=model_servers(settings),
+            model_demand=RayModelDemand(),
         ) as services:
             yield services
 

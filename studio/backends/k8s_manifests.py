@@ -309,15 +309,24 @@ def render(spec: ModelServerSpec, *, settings: K8sSettings, namespace: str) -> M
     return ModelServerManifests(name, namespace, deployment, service, pvc, scaled_object)
 
 
+# The ingress's gauge of requests waiting for a model server (studio.backends.ray_metrics), as Prometheus
+# names it once Ray exports it.
+WAITING_METRIC = "ray_mini_studio_model_waiting_requests"
+
+
 def load_query(*, namespace: str, name: str) -> str:
     """Return the PromQL sum of vLLM's running and waiting requests over this deployment's pods."""
     # Pods are `<name>-<replicaset hash>-<suffix>` (the second dash may be cut, see k8s_names); names end
     # in a hash, so no other deployment's pods match.
     match = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-?[a-z0-9]+"'
-    # `or vector(0)`: with no pod scraped (scaled to zero) the sum is 0, not an empty result.
+    # `or vector(0)`: with no pod scraped (scaled to zero) the sum is 0, not an empty result. The third
+    # term is what scales from zero: requests the ingress replicas hold while no pod runs (a Ray metric,
+    # exported by every Ray node's metrics agent, `ray_` prefixed).
+    waiting = f'{WAITING_METRIC}{{model_namespace="{namespace}",model_server="{name}"}}'
     return (
         f"(sum(vllm:num_requests_running{{{match}}}) or vector(0))"
         f" + (sum(vllm:num_requests_waiting{{{match}}}) or vector(0))"
+        f" + (sum({waiting}) or vector(0))"
     )
 
 

@@ -20,6 +20,17 @@ from studio.ports import InferenceCall, JsonObject, ServerState
 from studio.schemas.deployments import Deployment, DeploymentChanges
 
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+# The Service has no ready pod (scaled to zero, or starting): the caller may wait for one (the code
+# `studio.services.inference` retries on).
+MODEL_STARTING = "model_starting"
+
+
+def _unreachable(exc: httpx.HTTPError) -> Unavailable:
+    if isinstance(exc, httpx.ConnectError):
+        return Unavailable(f"the model server has no ready replica yet: {exc}", code=MODEL_STARTING)
+    return Unavailable(f"the model server cannot be reached: {exc}")
+
+
 _STATES: dict[str, ServerState] = {"deploying": "starting", "ready": "running", "failed": "failed"}
 
 
@@ -76,6 +87,9 @@ class KubernetesModelServers:
             gpus=int(deployment.num_gpus),
         )
 
+    async def check(self, deployment: Deployment) -> None:
+        await self._cluster().check(self.spec(deployment))
+
     async def deploy(self, deployment: Deployment) -> DeploymentChanges | None:
         applied = await self._cluster().apply(self.spec(deployment))
         url = self._settings.service_url_template.format(
@@ -90,10 +104,15 @@ class KubernetesModelServers:
             state, message = await self._cluster().status(deployment.app_name, namespace=deployment.namespace)
         except NotFound:
             return "absent", "the Deployment does not exist"
+        if deployment.min_replicas == 0 and state != "failed":
+            # Scaled to zero is a normal state: the route is live, and a request is what starts a pod.
+            return "running", message
         return _STATES.get(state, "starting"), message
 
     async def ready(self, deployment: Deployment) -> JsonObject:
-        """Check the Service answers (vLLM's `/health`)."""
+        """Check the Service answers (vLLM's `/health`); with min_replicas 0 there may be no pod to ask."""
+        if deployment.min_replicas == 0:
+            return {"model": deployment.model, "replicas": "scaled by demand"}
         try:
             response = await self._http.get(
                 f"{deployment.service_url}/health", timeout=self._settings.timeout_s
@@ -116,7 +135,7 @@ class KubernetesModelServers:
         try:
             response = await self._http.post(url, json={**call.body, "stream": False})
         except httpx.HTTPError as exc:
-            raise Unavailable(f"the model server cannot be reached: {exc}") from exc
+            raise _unreachable(exc) from exc
         if response.status_code != 200:
             raise _error(response, response.text)
         result: JsonObject = response.json()
@@ -138,7 +157,7 @@ class KubernetesModelServers:
                 if buffer.strip():
                     yield buffer + "\n\n"
         except httpx.HTTPError as exc:
-            raise Unavailable(f"the model server cannot be reached: {exc}") from exc
+            raise _unreachable(exc) from exc
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -131,6 +131,9 @@ def _status_of(exc: ApiException) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+KINDS = ("PersistentVolumeClaim", "Deployment", "Service", "ScaledObject")
+
+
 class KubernetesBackend:
     """Applies, follows and deletes model servers on one Kubernetes cluster."""
 
@@ -266,6 +269,28 @@ class KubernetesBackend:
         return m.wire(live)
 
     # --- apply -----------------------------------------------------------------------------------------
+    async def check(self, spec: m.ModelServerSpec) -> tuple[m.ModelServerManifests, dict[str, Any]]:
+        """Render `spec` and read what lives under its name; return both. Writes nothing.
+
+        Raises:
+            InvalidInput: a bad name or quantity (before any API call).
+            Conflict: an object of the same name not managed by Mini Studio exists.
+            Forbidden, Unavailable: as for `apply`.
+        """
+        namespace = self.namespace_for(spec.client_id)
+        manifests = m.render(spec, settings=self._settings, namespace=namespace)
+        live = {kind: await self._read(self._kinds[kind], manifests.name, namespace) for kind in KINDS}
+        for kind, obj in live.items():
+            if obj is not None and not _managed(obj):
+                raise Conflict(
+                    f"a {kind} named '{manifests.name}' already exists in namespace '{namespace}' and is "
+                    f"not managed by Mini Studio (no {m.MANAGED_BY_LABEL}={m.MANAGED_BY} label); "
+                    "it is left untouched",
+                    param="model",
+                    code="kubernetes_object_exists",
+                )
+        return manifests, live
+
     async def apply(self, spec: m.ModelServerSpec) -> K8sDeployment:
         """Create or update the PVC, Deployment, Service and ScaledObject serving `spec`.
 
@@ -278,25 +303,14 @@ class KubernetesBackend:
             Forbidden: the API answered 403 (the message names the verb and resource).
             Unavailable: the API is unreachable or timed out.
         """
-        namespace = self.namespace_for(spec.client_id)
-        manifests = m.render(spec, settings=self._settings, namespace=namespace)
+        manifests, live = await self.check(spec)
+        namespace = manifests.namespace
         desired = {
             "PersistentVolumeClaim": m.wire(manifests.pvc),
             "Deployment": m.wire(manifests.deployment),
             "Service": m.wire(manifests.service),
             "ScaledObject": manifests.scaled_object,
         }
-        # Refuse before writing anything when any name is taken by an object Mini Studio does not manage.
-        live = {kind: await self._read(self._kinds[kind], manifests.name, namespace) for kind in desired}
-        for kind, obj in live.items():
-            if obj is not None and not _managed(obj):
-                raise Conflict(
-                    f"a {kind} named '{manifests.name}' already exists in namespace '{namespace}' and is "
-                    f"not managed by Mini Studio (no {m.MANAGED_BY_LABEL}={m.MANAGED_BY} label); "
-                    "it is left untouched",
-                    param="model",
-                    code="kubernetes_object_exists",
-                )
         for kind, body in desired.items():
             await self._apply_one(self._kinds[kind], body, live[kind], namespace)
         return K8sDeployment(manifests.name, namespace, manifests.service_url)

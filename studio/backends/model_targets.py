@@ -13,6 +13,8 @@ from studio.schemas.deployments import Deployment, DeploymentChanges
 class TargetServers(Protocol):
     """What one target provides: both ports, plus `ready`."""
 
+    async def check(self, deployment: Deployment) -> None: ...
+
     async def deploy(self, deployment: Deployment) -> DeploymentChanges | None: ...
 
     async def state(self, deployment: Deployment) -> tuple[ServerState, str]: ...
@@ -47,6 +49,9 @@ class ModelServersByTarget:
                 raise Conflict(f"the {deployment.target!r} target is not enabled", code="target_unavailable")
             servers = self._made[deployment.target] = factory()
         return servers
+
+    async def check(self, deployment: Deployment) -> None:
+        await self._for(deployment).check(deployment)
 
     async def deploy(self, deployment: Deployment) -> DeploymentChanges | None:
         return await self._for(deployment).deploy(deployment)

@@ -132,6 +132,9 @@ class ServeModelServers:
         except ray.exceptions.RaySystemError as exc:
             raise Unavailable(f"Serve is unreachable: {exc}") from exc
 
+    async def check(self, deployment: Deployment) -> None:
+        """Nothing to check ahead: Serve takes any application under the reserved prefix."""
+
     async def deploy(self, deployment: Deployment) -> None:
         if deployment.app_name is None or deployment.placement != "server":
             raise ValueError(f"{deployment.id} has no model server to deploy")

@@ -25,7 +25,7 @@ from studio.domain.jobs import parse_fine_tuned_model_name
 from studio.domain.k8s_names import object_name
 from studio.domain.limits import model_allowed
 from studio.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, StudioError
-from studio.ports import BaseModelRepository, DeploymentRepository, JobNotifier, JobRepository
+from studio.ports import BaseModelRepository, DeploymentRepository, JobNotifier, JobRepository, ModelServers
 from studio.schemas.clients import Client
 from studio.schemas.deployments import Deployment, DeploymentChanges, DeploymentCreate
 
@@ -55,11 +55,13 @@ class DeploymentService:
         settings: ServingSettings,
         on_change: Callable[[], Awaitable[None]] | None = None,
         targets: frozenset[str] = frozenset({"serve"}),
+        servers: ModelServers | None = None,
     ) -> None:
         """`on_change` runs after each change this service makes (this replica's routing table reload);
         `targets` are the deployment targets this server has (serve, and kubernetes when enabled)."""
         self._on_change = on_change
         self._targets = targets
+        self._servers = servers
         self._deployments = deployments
         self._base_models = base_models
         self._jobs = jobs
@@ -106,6 +108,8 @@ class DeploymentService:
                 code="deployment_limit",
                 retry_after_s=60,
             )
+        if self._servers is not None:
+            await self._servers.check(record)  # 422/409/403 now, rather than a failed deployment later
         await self._deployments.insert(record)
         log.info("deployment created", extra={"deployment_id": record.id, "model": record.model})
         await self._wake()

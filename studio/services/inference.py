@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from studio.config import ServingSettings
 from studio.errors import Conflict, InvalidInput, Unavailable
-from studio.ports import InferenceBackend, InferenceCall, JsonObject
+from studio.ports import InferenceBackend, InferenceCall, JsonObject, ModelDemand
 from studio.schemas.clients import Client
 from studio.schemas.deployments import Deployment
 from studio.services.deployments import visible
@@ -23,6 +23,9 @@ from studio.services.routing import RoutingTable
 
 Kind = Literal["chat", "completion"]
 KEEPALIVE = ": keep-alive\n\n"
+# A backend's Unavailable with this code: the server has no ready replica yet (retry, bounded).
+MODEL_STARTING = "model_starting"
+RETRY_S = 1.0
 
 
 def model_of(body: JsonObject) -> str:
@@ -47,7 +50,10 @@ class InferenceService:
         backend: InferenceBackend | None,
         catalog: ModelCatalog,
         settings: ServingSettings,
+        demand: ModelDemand | None = None,
     ) -> None:
+        """`demand` is told how many requests wait for a server with no ready replica (scale from zero)."""
+        self._demand = demand
         self._routes = routes
         self._backend = backend
         self._catalog = catalog
@@ -119,14 +125,30 @@ class InferenceService:
         """Return the OpenAI response of a non-streaming request."""
         model = model_of(body)
         backend = await self._backend_for(client, model)
+        deadline = time.monotonic() + self._settings.cold_start_timeout_s
         deployment = await self.route(client, model)
         call = InferenceCall(kind=kind, model=model, body=body, deployment=deployment)
-        # The wait may include a replica starting (scaled to zero) as well as the generation.
         timeout_s = self._settings.cold_start_timeout_s + self._settings.request_timeout_s
+        waiting = False
         try:
-            return await asyncio.wait_for(backend.complete(call), timeout=timeout_s)
-        except TimeoutError:
-            raise Unavailable(f"the model {model!r} did not answer within {timeout_s:.0f} s") from None
+            while True:
+                try:
+                    return await asyncio.wait_for(backend.complete(call), timeout=timeout_s)
+                except TimeoutError:
+                    raise Unavailable(
+                        f"the model {model!r} did not answer within {timeout_s:.0f} s"
+                    ) from None
+                except Unavailable as exc:
+                    # No ready replica yet (scaled to zero): count the request as demand and wait.
+                    if exc.code != MODEL_STARTING or time.monotonic() + RETRY_S > deadline:
+                        raise
+                    if not waiting:
+                        waiting = True
+                        self._demand_add(deployment, 1)
+                    await asyncio.sleep(RETRY_S)
+        finally:
+            if waiting:
+                self._demand_add(deployment, -1)
 
     async def stream(self, client: Client, kind: Kind, body: JsonObject) -> AsyncIterator[str]:
         """Yield the Server-Sent Events of a streaming request, and keep-alive comments while it waits.
@@ -140,15 +162,37 @@ class InferenceService:
         routed: asyncio.Task[Deployment] = asyncio.ensure_future(self.route(client, model))
         async for keepalive in self._until(routed, deadline, model):
             yield keepalive
-        call = InferenceCall(kind=kind, model=model, body=body, deployment=routed.result())
-        events = backend.stream(call)
-        # The first event can wait for a replica to start (a deployment scaled to zero).
-        first: asyncio.Task[str] = asyncio.ensure_future(anext(events))
-        async for keepalive in self._until(first, deadline, model):
-            yield keepalive
+        deployment = routed.result()
+        call = InferenceCall(kind=kind, model=model, body=body, deployment=deployment)
+        waiting = False
+        try:
+            while True:
+                events = backend.stream(call)
+                # The first event can wait for a replica to start (a deployment scaled to zero).
+                first: asyncio.Task[str] = asyncio.ensure_future(anext(events))
+                async for keepalive in self._until(first, deadline, model):
+                    yield keepalive
+                error = first.exception()
+                if not (isinstance(error, Unavailable) and error.code == MODEL_STARTING):
+                    break
+                if time.monotonic() + RETRY_S > deadline:
+                    raise error
+                if not waiting:
+                    waiting = True
+                    self._demand_add(deployment, 1)
+                pause: asyncio.Task[None] = asyncio.ensure_future(asyncio.sleep(RETRY_S))
+                async for keepalive in self._until(pause, deadline, model):
+                    yield keepalive
+        finally:
+            if waiting:
+                self._demand_add(deployment, -1)
         yield first.result()
         async for event in events:
             yield event
+
+    def _demand_add(self, deployment: Deployment, delta: int) -> None:
+        if self._demand is not None:
+            self._demand.add(deployment, delta)
 
     async def _until(self, task: asyncio.Task[Any], deadline: float, model: str) -> AsyncIterator[str]:
         """Yield a keep-alive every `keepalive_s` until `task` is done; cancel it past `deadline`."""

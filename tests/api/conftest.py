@@ -14,6 +14,7 @@ from studio.app.container import open_services
 from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
 from studio.domain.keys import hash_key
+from studio.ports import ModelDemand
 from studio.services.jobs import Compute
 from tests.conftest import S3Endpoint, make_settings
 
@@ -22,7 +23,10 @@ ADMIN = {"Authorization": "Bearer test-admin-key-0123456789"}
 
 @asynccontextmanager
 async def running_api(
-    settings: Settings, compute: Compute | None = None, model_servers: ModelServersByTarget | None = None
+    settings: Settings,
+    compute: Compute | None = None,
+    model_servers: ModelServersByTarget | None = None,
+    model_demand: ModelDemand | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Start the app's lifespan (connects the stores) and yield a client talking to it in-process."""
     assert settings.admin_key is not None and settings.store.mongo_url is not None
@@ -35,6 +39,7 @@ async def running_api(
             admin_key_hash=admin_hash,
             compute=compute,
             model_servers=model_servers,
+            model_demand=model_demand,
         ),
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
-from tests.api.conftest import ADMIN, new_client
+from tests.api.conftest import ADMIN, new_client, running_api
 from tests.api.test_errors import assert_error
+from tests.conftest import make_settings
 
 TINY = "mini-studio/tiny-llama"
 SMALL_CONFIG = {
@@ -113,3 +116,17 @@ async def test_inference_requests_name_a_model_and_reach_only_deployed_ones(api:
     )
     assert_error(idle, 409, "model_not_deployed")
     assert (await api.post("/v1/chat/completions", json={"model": TINY, "messages": []})).status_code == 401
+
+
+async def test_the_kubernetes_target_needs_a_cluster(tmp_path: Path, mongo_url: str) -> None:
+    from studio.app.model_servers import model_servers
+
+    missing = {"enabled": True, "kubeconfig": str(tmp_path / "no-such-kubeconfig")}
+    settings = make_settings(tmp_path, mongo_url=mongo_url, k8s=missing)
+    async with running_api(settings, model_servers=model_servers(settings)) as api:
+        _, headers = await new_client(api)
+        body = {"model": TINY, "target": "kubernetes"}
+        refused = await api.post("/v1/deployments", json=body, headers=headers)
+        assert_error(refused, 409, "kubernetes_not_configured")
+        assert "STUDIO_K8S__KUBECONFIG" in refused.json()["error"]["message"]
+        assert (await api.get("/v1/deployments", headers=headers)).json()["data"] == []

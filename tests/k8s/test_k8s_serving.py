@@ -106,6 +106,45 @@ def vllm_server(model: Path, scratch: Path) -> Iterator[str]:
         log.close()
 
 
+class Gate:
+    """A TCP forwarder to the stand-in that refuses connections until opened: a Service whose
+    Deployment has no pod (scaled to zero) until "KEDA" scales it up."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self._target_port = target_port
+        self._server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer))
+
+
+class RecordingDemand:
+    """`ModelDemand` that keeps the counts (where Ray's metrics agent would export them to KEDA)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, int] = {}
+
+    def add(self, deployment: Any, delta: int) -> None:
+        self.waiting[deployment.app_name] = self.waiting.get(deployment.app_name, 0) + delta
+
+
 def managed_objects(fake: FakeKubernetes) -> dict[str, list[dict[str, Any]]]:
     """Return the objects managed by Mini Studio in the namespace, by kind."""
     selector = "app.kubernetes.io/managed-by=mini-studio"
@@ -179,19 +218,22 @@ async def test_kubernetes_deployments_route_to_their_services(
     adapter = train_adapter(tiny, tmp_path / "job")
     # A short folder: vLLM's socket paths must stay under 107 bytes.
     with vllm_server(tiny, Path(tempfile.mkdtemp(prefix="vllm-", dir="/tmp"))) as url:
+        gate = Gate(int(url.rsplit(":", 1)[1]))
         settings = make_settings(
             tmp_path,
             mongo_url=mongo_url,
             training={"poll_interval_s": 0.2},
-            serving={"routing_refresh_s": 0.1},
+            serving={"routing_refresh_s": 0.1, "keepalive_s": 0.5},
             k8s={
                 "enabled": True, "kubeconfig": str(kubeconfig(tmp_path / "kubeconfig", fake.url)),
                 "namespace": NAMESPACE, "timeout_s": 5, "prometheus_address": "http://prometheus.monitoring:9090",
-                "service_url_template": url,  # every Service is the stand-in
+                "service_url_template": f"http://127.0.0.1:{gate.port}",  # every Service is the stand-in
             },
         )  # fmt: skip
+        demand = RecordingDemand()
+        servers = model_servers(settings)
         async with (
-            running_api(settings, model_servers=model_servers(settings)) as api,
+            running_api(settings, model_servers=servers, model_demand=demand) as api,
             running_runner(settings),
         ):
             client_id, headers = await new_client(api, name="k8s", max_deployments=5)
@@ -204,7 +246,44 @@ async def test_kubernetes_deployments_route_to_their_services(
                 body = {"lora_name": tuned, "lora_path": str(adapter)}
                 loaded = await stand_in.post(f"{url}/v1/load_lora_adapter", json=body)
             assert loaded.status_code == 200, loaded.text
-            await check_story(api, headers, fake, tuned)
+            try:
+                await scale_from_zero(api, headers, fake, gate, demand)
+                await check_story(api, headers, fake, tuned)
+            finally:
+                await gate.close()
+
+
+async def scale_from_zero(
+    api: httpx.AsyncClient, headers: dict[str, str], fake: FakeKubernetes, gate: Gate, demand: RecordingDemand
+) -> None:
+    """min_replicas 0: the route is live with no pod; a request waits, counted as demand, until "KEDA"
+    (this test, reading the demand the ScaledObject's query adds) gives the Service a pod."""
+    body = {"model": TINY, "target": "kubernetes", "min_replicas": 0}
+    created = await api.post("/v1/deployments", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    deployment = (await wait_status(api, created.json()["id"], headers)).json()
+    assert deployment["status"] == "ready", deployment
+    scaled = managed_objects(fake)["scaledobjects"][0]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    query = scaled["spec"]["triggers"][0]["metadata"]["query"]
+    assert f'model_server="{deployment["app_name"]}"' in query and "waiting_requests" in query
+
+    chat = {"model": TINY, "messages": QUESTION, "max_tokens": 4, "stream": True}
+    request = asyncio.create_task(api.post("/v1/chat/completions", json=chat, headers=headers))
+    for _ in range(100):
+        if demand.waiting.get(deployment["app_name"]):
+            break
+        await asyncio.sleep(0.1)
+    assert demand.waiting == {deployment["app_name"]: 1}, demand.waiting
+    await asyncio.sleep(1.2)  # the streaming client gets keep-alive comments meanwhile
+    await gate.open()  # KEDA scaled the Deployment up: its Service has a ready pod
+    response = await request
+    assert response.status_code == 200, response.text
+    events = response.text.split("\n\n")
+    assert events[0] == ": keep-alive" and "data: [DONE]" in events, events
+    assert demand.waiting == {deployment["app_name"]: 0}
+    assert (await api.delete(f"/v1/deployments/{deployment['id']}", headers=headers)).status_code == 200
+    assert (await wait_status(api, deployment["id"], headers)).status_code == 404
 
 
 async def record_finished_job(settings: Settings, *, client_id: str, tuned: str, final: Path) -> None:
@@ -275,7 +354,7 @@ async def check_story(
     chunks = await sdk.completions.create(model=tuned, prompt="The capital", max_tokens=4, stream=True)
     assert [c async for c in chunks]
 
-    # A name taken by an object Mini Studio does not manage: the deployment fails saying so, untouched.
+    # A name taken by an object Mini Studio does not manage: refused at once (409), the object untouched.
     config = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 1024, "num_attention_heads": 2}
     added = await api.post("/admin/base-models", json={"name": "acme/other", "config": config}, headers=ADMIN)
     assert added.status_code == 201, added.text
@@ -290,11 +369,12 @@ async def check_story(
     other = await api.post(
         "/v1/deployments", json={"model": "acme/other", "target": "kubernetes"}, headers=headers
     )
-    assert other.status_code == 201, other.text
-    failed = (await wait_status(api, other.json()["id"], headers)).json()
-    assert failed["status"] == "failed" and "not managed by Mini Studio" in failed["error"], failed
-    assert (await api.delete(f"/v1/deployments/{failed['id']}", headers=headers)).status_code == 200
-    assert (await wait_status(api, failed["id"], headers)).status_code == 404
+    assert other.status_code == 409 and other.json()["error"]["code"] == "kubernetes_object_exists", (
+        other.text
+    )
+    assert "not managed by Mini Studio" in other.json()["error"]["message"]
+    listed = (await api.get("/v1/deployments", headers=headers)).json()["data"]
+    assert [d["model"] for d in listed] == [TINY, tuned]
 
     # Undeploy both: nothing managed is left; requests then get a clear error.
     for deployment in (lora.json(), base.json()):
