@@ -28,26 +28,13 @@ from typing import Any
 
 import torch
 
+from bench.model_shapes import SHAPES
 from studio.domain.estimate import ACCELERATORS, GIB, TrainingPlan, estimate, shape_from_config
 from studio.training.config import TrainConfig
 from studio.training.data import load_dataset
 from studio.training.loop import disable_progress_bars, train
 from studio.training.tiny_model import build_random_llama
 
-SHAPES: dict[str, dict[str, int]] = {
-    "tinyllama-1.1b": {
-        "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
-        "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048,
-    },
-    "smoke": {  # a few MB: to try the script on a CPU (`--device cpu`)
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "num_key_value_heads": 1, "vocab_size": 4096, "max_position_embeddings": 512,
-    },
-    "llama-3.2-3b": {
-        "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
-        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 4096,
-    },
-}  # fmt: skip
 _WORDS = str.split("apple river mountain forest ocean garden window music story morning winter summer light")
 
 

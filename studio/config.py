@@ -80,17 +80,6 @@ class ServingSettings(BaseModel):
     """The ingress Serve deployment."""
 
     app_name: str = "mini-studio"
-
-    @field_validator("app_name")
-    @classmethod
-    def _not_a_model_app(cls, value: str) -> str:
-        # `serve.run` under an existing name silently replaces that application: model servers use
-        # their own prefix, which the ingress may not.
-        if value.startswith(MODEL_APP_PREFIX):
-            message = f"app_name may not start with {MODEL_APP_PREFIX!r}: that prefix names model servers"
-            raise ValueError(message)
-        return value
-
     ingress_replicas: int = Field(default=1, ge=1, le=64)
     # 2-core laptops: the ingress must not hold a whole CPU that training and model replicas need.
     ingress_num_cpus: float = Field(default=0.25, gt=0, le=64)
@@ -113,6 +102,16 @@ class ServingSettings(BaseModel):
     call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # Tokens a model server gathers into one streamed item (one item per token costs more than it).
     stream_batch_ms: float = Field(default=20.0, ge=0, le=1000)
+
+    @field_validator("app_name")
+    @classmethod
+    def _not_a_model_app(cls, value: str) -> str:
+        # `serve.run` under an existing name silently replaces that application: model servers use
+        # their own prefix, which the ingress may not.
+        if value.startswith(MODEL_APP_PREFIX):
+            message = f"app_name may not start with {MODEL_APP_PREFIX!r}: that prefix names model servers"
+            raise ValueError(message)
+        return value
 
 
 class ApiSettings(BaseModel):

@@ -5,19 +5,10 @@ from __future__ import annotations
 from studio.domain.estimate import shape_from_config
 from studio.domain.ids import unix_now
 from studio.schemas.base_models import BaseModelEntry
-from studio.training.tiny_model import TINY_MODEL_NAME
+from studio.training.tiny_model import TINY_MODEL_NAME, TINY_SIZES, VOCAB_SIZE
 
 # The shape of the model `studio.training.tiny_model` builds on first use (a 2-layer Llama).
-TINY_CONFIG = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "max_position_embeddings": 512,
-    "tie_word_embeddings": True,
-    "vocab_size": 1024,
-}
+TINY_CONFIG = {**TINY_SIZES, "tie_word_embeddings": True, "vocab_size": VOCAB_SIZE}
 
 
 def builtin_models() -> list[BaseModelEntry]:

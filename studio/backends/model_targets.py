@@ -6,28 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from studio.errors import Conflict
-from studio.ports import InferenceCall, JsonObject, ServerState
+from studio.ports import InferenceBackend, InferenceCall, JsonObject, ModelServers, ServerState
 from studio.schemas.deployments import Deployment, DeploymentChanges
 
 
-class TargetServers(Protocol):
-    """What one target provides: both ports, plus `ready`."""
-
-    async def check(self, deployment: Deployment) -> None: ...
-
-    async def deploy(self, deployment: Deployment) -> DeploymentChanges | None: ...
-
-    async def state(self, deployment: Deployment) -> tuple[ServerState, str]: ...
-
-    async def ready(self, deployment: Deployment) -> JsonObject: ...
-
-    async def attach(self, adapter: Deployment) -> None: ...
-
-    async def remove(self, deployment: Deployment) -> None: ...
-
-    async def complete(self, call: InferenceCall) -> JsonObject: ...
-
-    def stream(self, call: InferenceCall) -> AsyncIterator[str]: ...
+class TargetServers(ModelServers, InferenceBackend, Protocol):
+    """What one target provides: both ports."""
 
 
 class ModelServersByTarget:

@@ -58,11 +58,10 @@ class DeploymentCreate(BaseModel):
         return self
 
 
-class Deployment(BaseModel):
-    """A deployment as stored in `model_routing` (`_id` = `id`; `model` is unique among records)."""
+class DeploymentFields(BaseModel):
+    """What the stored deployment and its public view share."""
 
     id: str
-    client_id: str
     model: str
     kind: Literal["base", "fine-tuned"]
     base_model: str
@@ -75,9 +74,6 @@ class Deployment(BaseModel):
     namespace: str | None = None
     service_url: str | None = None
     base_deployment: str | None = None
-    # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
-    model_source: str
-    adapter_path: str | None = None
     min_replicas: int
     max_replicas: int
     target_ongoing_requests: float
@@ -86,8 +82,17 @@ class Deployment(BaseModel):
     engine: EngineOptions
     error: str | None = None
     created_at: int
-    updated_at: int
     ready_at: int | None = None
+
+
+class Deployment(DeploymentFields):
+    """A deployment as stored in `model_routing` (`_id` = `id`; `model` is unique among records)."""
+
+    client_id: str
+    # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
+    model_source: str
+    adapter_path: str | None = None
+    updated_at: int
 
 
 class DeploymentChanges(BaseModel):
@@ -101,33 +106,13 @@ class DeploymentChanges(BaseModel):
     ready_at: int | None = None
 
 
-class DeploymentPublic(BaseModel):
+class DeploymentPublic(DeploymentFields):
     object: Literal["deployment"] = "deployment"
-    id: str
-    model: str
-    kind: Literal["base", "fine-tuned"]
-    base_model: str
-    placement: Placement
-    target: Target
-    status: DeploymentStatus
-    app_name: str | None
-    namespace: str | None
-    service_url: str | None
-    base_deployment: str | None
-    min_replicas: int
-    max_replicas: int
-    target_ongoing_requests: float
-    num_cpus: float
-    num_gpus: float
-    engine: EngineOptions
-    error: str | None
-    created_at: int
-    ready_at: int | None
 
     @classmethod
     def of(cls, deployment: Deployment) -> DeploymentPublic:
         return cls.model_validate(
-            deployment.model_dump(exclude={"client_id", "model_source", "adapter_path"})
+            deployment.model_dump(exclude={"client_id", "model_source", "adapter_path", "updated_at"})
         )
 
 

@@ -55,6 +55,8 @@ class DeploymentRunner:
                 await self.round()
             except StudioError as exc:  # the store is down: try again next round
                 log.warning("deployment round failed: %s", exc)
+            except Exception:  # never let one bad round end the loop (and the tracker with it)
+                log.exception("deployment round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
             self._wake.clear()

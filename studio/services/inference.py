@@ -221,7 +221,10 @@ class InferenceService:
         if kind == "completion" and "prompt" not in request:
             raise InvalidInput("give a prompt or messages", param="prompt", code="missing_prompt")
         response = await self.complete(client, kind, request)
-        choice = response["choices"][0]
+        choices = response.get("choices") or []
+        if not choices:
+            raise Unavailable(f"the model {model!r} returned no choices")
+        choice = choices[0]
         text = choice["message"]["content"] if kind == "chat" else choice["text"]
         return {
             "model": model,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from bench.model_shapes import SHAPES
 from studio.domain.estimate import GIB, Device, TrainingPlan, estimate, lora_parameters, shape_from_config
 from studio.domain.jobs import (
     JOB_TRANSITIONS,
@@ -111,24 +114,25 @@ def test_lora_that_cannot_fit_says_why() -> None:
     assert not result.fits and result.reason is not None and "GiB" in result.reason
 
 
-# Peak `torch.cuda.max_memory_allocated` of the training loop on an H200 (bench/cuda_training.py,
-# bench/results/*.json): (shape, method, sequence length, batch size) -> GiB measured.
+# Peak `torch.cuda.max_memory_allocated` of the training loop on an H200, as `bench/cuda_training.py` wrote
+# them to bench/results/*.json: (shape, method, sequence length, batch size, GiB measured).
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 MEASURED_PEAKS = [
-    ("tinyllama-1.1b", "lora", 1024, 8, 19.68),
-    ("tinyllama-1.1b", "full", 1024, 8, 35.93),
-    ("llama-3.2-3b", "lora", 2048, 4, 47.71),
-    ("llama-3.2-3b", "full", 2048, 4, 94.88),
+    (
+        run["shape"],
+        result["method"],
+        run["args"]["seq_len"],
+        run["args"]["batch_size"],
+        result["peak_allocated_gib"],
+    )
+    for path in sorted(RESULTS.glob("*.json"))
+    for run in [json.loads(path.read_text())]
+    for result in run["results"]
 ]
-SHAPES = {
-    "tinyllama-1.1b": {
-        "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
-        "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048,
-    },
-    "llama-3.2-3b": {
-        "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
-        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 4096,
-    },
-}  # fmt: skip
+
+
+def test_the_measured_peaks_are_there() -> None:
+    assert len(MEASURED_PEAKS) == 4 and {name for name, *_ in MEASURED_PEAKS} <= set(SHAPES)
 
 
 @pytest.mark.parametrize(("name", "method", "seq", "batch", "measured_gib"), MEASURED_PEAKS)
