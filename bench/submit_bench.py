@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with running_studio(dashboard=True, training={"poll_interval_s": 2.0}) as studio:
+    with running_studio(dashboard=True, tracker={"poll_interval_s": 2.0}) as studio:
         assert studio.jobs_address is not None
         client = JobSubmissionClient(studio.jobs_address)
         with httpx.Client(base_url=studio.url, headers=studio.headers, timeout=60) as http:

@@ -120,6 +120,24 @@ class ApiSettings(BaseModel):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = False
     max_json_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_inference_body_bytes: int = Field(
+        default=4 * 1024**2,
+        ge=1024,
+        description=(
+            "Largest request body of an inference call (/v1/chat/completions, /v1/completions, "
+            "/inference/{model}/predict), in bytes; larger ones are refused with 413 before or while "
+            "they are read."
+        ),
+    )
+    unknown_key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description=(
+            "Seconds an API key that matches no stored key is remembered as unknown by each ingress "
+            "replica, so repeated bad keys are refused without a database lookup (0 turns this off)."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("cors_origins", mode="before")
@@ -159,8 +177,6 @@ class TrainingSettings(BaseModel):
     jobs_address: str | None = None
     # The Python that runs `python -m studio.training` on the cluster. None: the one running Mini Studio.
     python: str | None = None
-    tracker_name: str = "studio-job-tracker"
-    poll_interval_s: float = Field(default=2.0, gt=0, le=300)
     # Ray jobs launched per fine-tuning job: the first plus retries after platform failures.
     max_attempts: int = Field(default=3, ge=1, le=100)
     checkpoint_every_steps: int = Field(default=50, ge=0)
@@ -177,6 +193,38 @@ class TrainingSettings(BaseModel):
     log_tail_max_bytes: int = Field(default=1 << 20, ge=1024)
     stream_poll_s: float = Field(default=1.0, gt=0, le=60)
     stream_max_s: float = Field(default=3600.0, gt=0)
+
+
+class TrackerSettings(BaseModel):
+    """The tracker: one detached Ray actor that follows fine-tuning jobs and applies deployments."""
+
+    name: str = Field(default="studio-job-tracker", description="Name of the tracker actor (per namespace).")
+    poll_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="Seconds between rounds when nothing wakes the tracker (creates and cancels do).",
+    )
+    liveness_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Each ingress replica checks this often that the tracker runs, and starts it if not.",
+    )
+    max_pending_launches: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description=(
+            "Jobs launched on Ray but not yet running, at most; the rest wait in Mini Studio's fair queue."
+        ),
+    )
+    ready_check_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often a ready deployment's model server is checked for having vanished.",
+    )
 
 
 class K8sSettings(BaseModel):
@@ -247,6 +295,7 @@ class Settings(BaseSettings):
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     k8s: K8sSettings = Field(default_factory=K8sSettings)
     # The original design's DFS_BASE_PATH is honoured as well as STUDIO_DFS_BASE_PATH.
     dfs_base_path: Path | None = Field(

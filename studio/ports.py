@@ -185,16 +185,21 @@ class JobRepository(Protocol):
         """Return the client's jobs, newest first, after the job `after`, matching every metadata pair."""
         ...
 
-    async def list_active(self) -> builtins.list[Job]:
-        """Return every job not yet finished, or cancelled with its Ray job still to stop, oldest first."""
+    async def list_followed(self) -> builtins.list[Job]:
+        """Return the jobs the tracker follows, oldest first: validating files, launched or running, or
+        cancelled with their Ray job still to stop. Jobs waiting in the queue are not among them."""
+        ...
+
+    async def waiting_clients(self) -> builtins.list[str]:
+        """Return the ids of the clients with jobs waiting in the queue (queued, not launched), sorted."""
+        ...
+
+    async def next_waiting(self, client_id: str) -> Job | None:
+        """Return the client's oldest job waiting in the queue, or None."""
         ...
 
     async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:
         """Return the client's succeeded jobs that produced a fine-tuned model, newest first."""
-        ...
-
-    async def count_launched(self, client_id: str) -> int:
-        """Return how many of the client's unfinished jobs have a Ray job (they hold a slot)."""
         ...
 
     async def update(self, *, job_id: str, expected: JobStatus, changes: JobChanges) -> Job | None:
@@ -374,6 +379,10 @@ class DeploymentRepository(Protocol):
 
     async def list(self, *, client_id: str | None = None) -> builtins.list[Deployment]:
         """Return the client's deployments (every deployment when None), oldest first."""
+        ...
+
+    async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
+        """Return the deployments whose status is one of `statuses`, oldest first."""
         ...
 
     async def list_attached(self, base_deployment: str) -> builtins.list[Deployment]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from ray.serve import Application
@@ -39,4 +40,5 @@ def build_app_from_settings(settings: Settings) -> Application:
         ray_actor_options={"num_cpus": serving.ingress_num_cpus},
         logging_config={"enable_access_log": serving.serve_access_log},
     )
-    return deployment.bind(settings, admin.key_hash)
+    # When these settings were issued: the tracker actor, which outlives redeploys, takes the newest.
+    return deployment.bind(settings, admin.key_hash, time.time())

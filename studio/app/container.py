@@ -22,7 +22,7 @@ from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService, Probe
 from studio.services.inference import InferenceService
 from studio.services.job_journal import JobJournal
-from studio.services.job_runner import JobRunner
+from studio.services.job_runner import JobRunner, RoundObserver
 from studio.services.jobs import Compute, JobService
 from studio.services.models import ModelCatalog
 from studio.services.routing import RoutingTable
@@ -156,7 +156,7 @@ async def open_services(
 
 @asynccontextmanager
 async def open_job_runner(
-    settings: Settings, *, mongo_url: str, launcher: TrainingLauncher
+    settings: Settings, *, mongo_url: str, launcher: TrainingLauncher, on_round: RoundObserver | None = None
 ) -> AsyncIterator[JobRunner]:
     """Connect the store and yield the tracker's `JobRunner` (not yet running); close it after."""
     async with AsyncExitStack() as stack:
@@ -183,7 +183,9 @@ async def open_job_runner(
             objects=objects,
             concurrency_limit=concurrency_limit,
             settings=settings.training,
+            tracker=settings.tracker,
             models_dir=settings.models_dir,
+            on_round=on_round,
         )
 
 
@@ -197,7 +199,8 @@ async def open_deployment_runner(
         yield DeploymentRunner(
             deployments=store.deployments,
             servers=servers,
-            poll_interval_s=settings.training.poll_interval_s,
+            poll_interval_s=settings.tracker.poll_interval_s,
+            ready_check_interval_s=settings.tracker.ready_check_interval_s,
             deploy_timeout_s=settings.serving.deploy_timeout_s,
         )
     finally:

@@ -12,12 +12,13 @@ from studio.api.app import create_api
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
-from studio.app.job_tracker import ActorJobNotifier, job_tracker, jobs_api_address
+from studio.app.job_tracker import job_tracker, jobs_api_address
 from studio.app.model_servers import model_servers
 from studio.app.validation import RayTaskValidationRunner
 from studio.backends.ray_cluster import RayClusterInfo
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.backends.ray_metrics import RayModelDemand
+from studio.backends.ray_tracker import ActorJobNotifier, TrackerWatch
 from studio.config import Settings
 from studio.logs import configure_logging
 from studio.services.jobs import Compute
@@ -25,11 +26,15 @@ from studio.services.jobs import Compute
 
 @serve.ingress()
 class StudioIngress:
-    """One replica of the HTTP API. Settings arrive as constructor arguments, never from the environment."""
+    """One replica of the HTTP API. Settings arrive as constructor arguments, never from the environment.
 
-    def __init__(self, settings: Settings, admin_key_hash: str) -> None:
+    `issued_at` is when this deployment's settings were built: the tracker takes the newest.
+    """
+
+    def __init__(self, settings: Settings, admin_key_hash: str, issued_at: float = 0.0) -> None:
         self._settings = settings
         self._admin_key_hash = admin_key_hash
+        self._issued_at = issued_at
         configure_logging(log_dir=settings.log_dir, level=settings.api.log_level)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -50,25 +55,32 @@ class StudioIngress:
         else:
             mongo_url = await embedded_mongo_url(settings)
         threshold = settings.datasets.sync_validation_bytes
-        tracker = job_tracker(settings)
-        # Not awaited: the tracker connects in its own time; this replica must not wait on it to serve.
-        tracker.start.remote()
+        # Checked in the background: the tracker connects in its own time, this replica serves meanwhile.
+        watch = TrackerWatch(
+            lambda: job_tracker(settings, self._issued_at),
+            start_args=(settings, self._issued_at),
+            interval_s=settings.tracker.liveness_interval_s,
+            timeout_s=settings.ray.actor_timeout_s,
+        )
         compute = Compute(
             launcher=RayJobLauncher(jobs_api_address(settings), python=settings.training.python),
             cluster=RayClusterInfo(timeout_s=settings.ray.actor_timeout_s),
-            notifier=ActorJobNotifier(tracker, timeout_s=settings.ray.actor_timeout_s),
+            notifier=ActorJobNotifier(watch, timeout_s=settings.ray.actor_timeout_s),
         )
-        async with open_services(
-            settings,
-            mongo_url=mongo_url,
-            admin_key_hash=self._admin_key_hash,
-            validator_factory=lambda files: RayTaskValidationRunner(
-                files, task_above_bytes=threshold, models_dir=settings.models_dir
-            ),
-            compute=compute,
-            model_servers=model_servers(settings),
-            model_demand=RayModelDemand(),
-        ) as services:
+        async with (
+            watch.running(),
+            open_services(
+                settings,
+                mongo_url=mongo_url,
+                admin_key_hash=self._admin_key_hash,
+                validator_factory=lambda files: RayTaskValidationRunner(
+                    files, task_above_bytes=threshold, models_dir=settings.models_dir
+                ),
+                compute=compute,
+                model_servers=model_servers(settings),
+                model_demand=RayModelDemand(),
+            ) as services,
+        ):
             yield services
 
 

@@ -1,10 +1,12 @@
 """The tracker's deployment loop: brings every deployment's model server in line with its record.
 
-Each round reads every record and steps each one that is not settled, concurrently (a slow model
-start never holds up another deployment):
+Each round reads the records that are not settled (`deploying`, `deleting`), and every
+`ready_check_interval_s` the `ready` ones too, and steps each concurrently (a slow model start never
+holds up another deployment); a thousand ready deployments cost one query per check, not per round:
 - `deploying`, own server: deploy it if Serve does not have it; once running, wait for a replica to
-  report ready, then `ready`; a server Serve reports failed (or one not ready in `deploy_timeout_s`)
-  is removed and the record `failed` with the reason;
+  report ready, then `ready`; a server Serve reports failed, or one not ready in `deploy_timeout_s`
+  (whatever happens meanwhile: a target that keeps raising too), is removed and the record `failed`
+  with the reason;
 - `deploying`, adapter: wait for its base; once the base is ready, load the adapter into it (a bad
   adapter fails the record with the reason, the base serves on);
 - `ready`, own server: a server that vanished (Serve restarted, deleted by hand) is deployed again;
@@ -36,11 +38,14 @@ class DeploymentRunner:
         servers: ModelServers,
         poll_interval_s: float,
         deploy_timeout_s: float,
+        ready_check_interval_s: float = 30.0,
     ) -> None:
         self._deployments = deployments
         self._servers = servers
         self._poll_interval_s = poll_interval_s
         self._deploy_timeout_s = deploy_timeout_s
+        self._ready_check_interval_s = ready_check_interval_s
+        self._ready_checked_at = float("-inf")
         self._wake = asyncio.Event()
         self._steps: dict[str, asyncio.Task[None]] = {}
 
@@ -62,10 +67,13 @@ class DeploymentRunner:
             self._wake.clear()
 
     async def round(self) -> None:
-        """Start a step for every unsettled deployment that has none running."""
-        for deployment in await self._deployments.list():
-            if deployment.status == "failed":
-                continue
+        """Start a step for every unsettled deployment (and, now and then, every ready one) without one."""
+        statuses: list[DeploymentStatus] = ["deploying", "deleting"]
+        now = time.monotonic()
+        if now - self._ready_checked_at >= self._ready_check_interval_s:
+            statuses.append("ready")
+            self._ready_checked_at = now
+        for deployment in await self._deployments.list_in(statuses):
             task = self._steps.get(deployment.id)
             if task is None or task.done():
                 self._steps[deployment.id] = asyncio.create_task(self._guarded(deployment))
@@ -105,6 +113,11 @@ class DeploymentRunner:
                 await self._move(deployment, "deploying")
 
     async def _start(self, deployment: Deployment) -> None:
+        # The deadline comes first: a target that keeps raising must not keep a record deploying forever.
+        if await self._failed_past_deadline(deployment):
+            with contextlib.suppress(StudioError):
+                await self._servers.remove(deployment)
+            return
         state, message = await self._servers.state(deployment)
         if state == "absent":
             try:
@@ -123,19 +136,22 @@ class DeploymentRunner:
             await self._fail(deployment, message or "the model server failed to start")
             await self._servers.remove(deployment)
             return
-        if time.time() - deployment.updated_at > self._deploy_timeout_s:
-            await self._fail(
-                deployment, f"the model server was not ready within {self._deploy_timeout_s:.0f} s"
-            )
-            await self._servers.remove(deployment)
-            return
         if state == "running":
             # Serve says running once replicas are constructed; a replica answering `ready` has its
             # engine and OpenAI layer up (and with min_replicas 0, this call starts one).
             await self._servers.ready(deployment)
             await self._move(deployment, "ready")
 
+    async def _failed_past_deadline(self, deployment: Deployment) -> bool:
+        """Fail a record deploying for longer than `deploy_timeout_s`; return whether it was past it."""
+        if time.time() - deployment.updated_at <= self._deploy_timeout_s:
+            return False
+        await self._fail(deployment, f"the model server was not ready within {self._deploy_timeout_s:.0f} s")
+        return True
+
     async def _attach(self, adapter: Deployment) -> None:
+        if await self._failed_past_deadline(adapter):
+            return
         base = await self._deployments.get(adapter.base_deployment or "")
         if base is None or base.status in ("deleting", "failed"):
             reason = "was removed" if base is None else f"is {base.status}"

@@ -1,21 +1,32 @@
 """The tracker's loop: move every unfinished job along, launch its Ray job, follow it to the end.
 
-It is a reconciliation loop: each round reads the active jobs from the store and compares them with
-what Ray says, so a tracker that restarts (or a Serve app redeployed mid-job) picks up where the last
-one stopped, and a job whose Ray job is gone does not stay `running`: it is retried or failed.
+It is a reconciliation loop: each round reads the jobs it follows (validating, launched, running) from
+the store and compares them with what Ray says, so a tracker that restarts (or a Serve app redeployed
+mid-job) picks up where the last one stopped, and a job whose Ray job is gone does not stay `running`:
+it is retried or failed.
+
+The queue is not read whole: a round costs in proportion to the jobs that run, not to those that
+wait. While Ray holds fewer than `max_pending_launches` launched-but-not-running jobs, the round asks
+the store which clients wait, orders them round-robin (`domain.queue.fair_order`) and launches each
+one's oldest waiting job, skipping clients at their concurrency limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from studio.config import TrainingSettings
+from studio.config import TrackerSettings, TrainingSettings
 from studio.domain.ids import unix_now
 from studio.domain.jobs import classify_exit, fine_tuned_model_name, learning_rate
+from studio.domain.queue import fair_order, launch_budget
 from studio.domain.training_events import TrainingEvent, describe, parse_events
 from studio.errors import NotFound, StudioError
 from studio.ports import (
@@ -43,6 +54,19 @@ from studio.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 ConcurrencyLimit = Callable[[str], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStats:
+    """What one round of the job loop did and how long it took."""
+
+    duration_s: float
+    followed: int
+    waiting_clients: int
+    launched: int
+
+
+RoundObserver = Callable[[RoundStats], None]
 PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
 # Rounds in a row that may fail on one job with an unexpected error before the job is failed.
 MAX_UNEXPECTED_ERRORS = 3
@@ -69,7 +93,9 @@ class JobRunner:
         objects: ObjectStore | None,
         concurrency_limit: ConcurrencyLimit,
         settings: TrainingSettings,
+        tracker: TrackerSettings,
         models_dir: Path,
+        on_round: RoundObserver | None = None,
     ) -> None:
         self._jobs = jobs
         self._journal = journal
@@ -83,10 +109,15 @@ class JobRunner:
         self._copies: set[asyncio.Task[None]] = set()
         self._limit = concurrency_limit
         self._settings = settings
+        self._tracker = tracker
         self._models_dir = models_dir
+        self._on_round = on_round
         self._wake = asyncio.Event()
         self._stopping = False
         self._errors: dict[str, int] = {}
+        # Launch counter per client: the fair order serves the least recently served client first.
+        self._launches = itertools.count()
+        self._last_launch: dict[str, int] = {}
 
     def wake(self) -> None:
         """Start the next round now."""
@@ -108,37 +139,91 @@ class JobRunner:
             except Exception:
                 log.exception("job tracker round failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.poll_interval_s):
+                async with asyncio.timeout(self._tracker.poll_interval_s):
                     await self._wake.wait()
             self._wake.clear()
 
-    async def round(self) -> None:
-        """Advance every unfinished job once; one job's failure does not hold up the others."""
-        for job in await self._jobs.list_active():
-            try:
-                await self.advance(job)
-                self._errors.pop(job.id, None)
-            except StudioError as exc:  # a dependency down: the next round tries again
-                log.warning("could not advance job %s: %s", job.id, exc, extra={"job_id": job.id})
-            except Exception as exc:  # a bug or a broken document: fail the job rather than loop on it
-                log.exception("advancing job %s failed", job.id, extra={"job_id": job.id})
-                self._errors[job.id] = self._errors.get(job.id, 0) + 1
-                if self._errors[job.id] >= MAX_UNEXPECTED_ERRORS:
-                    error = JobError(
-                        code="internal_error",
-                        message=f"Mini Studio failed on this job: {exc}",
-                        kind="platform",
-                    )
-                    await self._fail(job, error)
-                    del self._errors[job.id]
+    async def round(self) -> RoundStats:
+        """Advance every followed job once, then launch from the queue while capacity lasts.
+
+        One job's failure does not hold up the others. Returns what the round did.
+        """
+        started = time.perf_counter()
+        followed = await self._jobs.list_followed()
+        for job in followed:
+            await self._guarded(job, self.advance)
+        waiting, launched = await self._launch_from_queue(await self._jobs.list_followed())
+        stats = RoundStats(
+            duration_s=time.perf_counter() - started,
+            followed=len(followed),
+            waiting_clients=waiting,
+            launched=launched,
+        )
+        log.debug(
+            "job round took %.1f ms", stats.duration_s * 1000,
+            extra={"followed": stats.followed, "waiting_clients": waiting, "launched": launched},
+        )  # fmt: skip
+        if self._on_round is not None:
+            self._on_round(stats)
+        return stats
+
+    async def _guarded(self, job: Job, step: Callable[[Job], Awaitable[object]]) -> object:
+        """Run `step(job)`; a dependency down is logged, a bug fails the job after a few rounds."""
+        try:
+            result = await step(job)
+            self._errors.pop(job.id, None)
+            return result
+        except StudioError as exc:  # a dependency down: the next round tries again
+            log.warning("could not advance job %s: %s", job.id, exc, extra={"job_id": job.id})
+        except Exception as exc:  # a bug or a broken document: fail the job rather than loop on it
+            log.exception("advancing job %s failed", job.id, extra={"job_id": job.id})
+            self._errors[job.id] = self._errors.get(job.id, 0) + 1
+            if self._errors[job.id] >= MAX_UNEXPECTED_ERRORS:
+                error = JobError(
+                    code="internal_error",
+                    message=f"Mini Studio failed on this job: {exc}",
+                    kind="platform",
+                )
+                await self._fail(job, error)
+                del self._errors[job.id]
+        return None
+
+    async def _launch_from_queue(self, followed: list[Job]) -> tuple[int, int]:
+        """Launch waiting jobs in the fair order while Ray has room; return (waiting clients, launched)."""
+        pending = sum(1 for job in followed if job.status == "queued" and job.ray_job_id is not None)
+        budget = launch_budget(pending=pending, max_pending=self._tracker.max_pending_launches)
+        if budget == 0:
+            return 0, 0
+        clients = await self._jobs.waiting_clients()
+        holding = Counter(job.client_id for job in followed if job.ray_job_id is not None)
+        launched = 0
+        eligible = list(clients)
+        while launched < budget and eligible:  # passes round the clients, one job each per pass
+            next_pass = []
+            for client_id in fair_order(eligible, last_launch=self._last_launch):
+                if launched >= budget:
+                    break
+                if holding[client_id] >= await self._limit(client_id):
+                    continue  # its jobs wait for one of its running jobs to finish
+                job = await self._jobs.next_waiting(client_id)
+                if job is None:
+                    continue
+                outcome = await self._guarded(job, self._launch)
+                if outcome is None:  # Ray or the store failing: the next round tries again
+                    return len(clients), launched
+                if outcome:
+                    launched += 1
+                    holding[client_id] += 1
+                    self._last_launch[client_id] = next(self._launches)
+                next_pass.append(client_id)  # launched, or failed or cancelled: its next job may go
+            eligible = next_pass
+        return len(clients), launched
 
     async def advance(self, job: Job) -> None:
         if job.stop_pending:
             await self._stop(job)
         elif job.status == "validating_files":
             await self._check_files(job)
-        elif job.status == "queued" and job.ray_job_id is None:
-            await self._launch(job)
         elif job.ray_job_id is not None:
             await self._follow(job, job.ray_job_id)
 
@@ -204,14 +289,13 @@ class JobRunner:
             ray_train=workers > 1,
         )
 
-    async def _launch(self, job: Job) -> None:
-        if await self._jobs.count_launched(job.client_id) >= await self._limit(job.client_id):
-            return  # waits in `queued` for one of the client's running jobs to finish
+    async def _launch(self, job: Job) -> bool:
+        """Submit the job's Ray job and record it; return whether it was launched."""
         model = await self._models.get(job.model)
         if model is None:
             error = JobError(code="model_not_found", message=f"unknown base model {job.model}", kind="user")
             await self._fail(job, error, param="model")
-            return
+            return False
         paths: list[str | None] = []
         for dataset_id in (job.training_file, job.validation_file):
             found = None
@@ -223,7 +307,7 @@ class JobRunner:
                 code="invalid_training_file", message="the training file was deleted", kind="user"
             )
             await self._fail(job, error, param="training_file")
-            return
+            return False
         config = self.train_config(job, source=model.source, training=paths[0], validation=paths[1])
         config_path = f"{job.id}/config.json"
         await self._job_files.write(
@@ -250,8 +334,9 @@ class JobRunner:
         if launched is None:  # cancelled while it was being launched
             with contextlib.suppress(StudioError):
                 await self._launcher.stop(ray_job_id)
-            return
+            return False
         await self._journal.record(launched, f"Launched Ray job {ray_job_id} (attempt {attempt})")
+        return True
 
     # -- following a Ray job ------------------------------------------------------------------
 

@@ -41,6 +41,17 @@ INDEXES: dict[str, list[IndexModel]] = {
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
+        # The queue: which clients wait (distinct), and each client's oldest waiting job.
+        IndexModel([("status", ASCENDING), ("ray_job_id", ASCENDING), ("client_id", ASCENDING)]),
+        IndexModel(
+            [
+                ("client_id", ASCENDING),
+                ("status", ASCENDING),
+                ("ray_job_id", ASCENDING),
+                ("created_at", ASCENDING),
+            ]
+        ),
+        IndexModel([("stop_pending", ASCENDING)]),
     ],
     "fine_tuning_job_events": [IndexModel([("job_id", ASCENDING), ("seq", ASCENDING)])],
     "fine_tuning_job_checkpoints": [IndexModel([("job_id", ASCENDING), ("step", ASCENDING)])],
@@ -49,6 +60,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("model", ASCENDING)], unique=True, name="model_unique"),
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("base_deployment", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
     ],
 }
 

@@ -60,6 +60,9 @@ class MongoDeploymentRepository:
     async def list(self, *, client_id: str | None = None) -> builtins.list[Deployment]:
         return await self._find({} if client_id is None else {"client_id": client_id})
 
+    async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
+        return await self._find({"status": {"$in": statuses}})
+
     async def list_attached(self, base_deployment: str) -> builtins.list[Deployment]:
         return await self._find({"base_deployment": base_deployment})
 

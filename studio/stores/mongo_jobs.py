@@ -8,11 +8,14 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studio.domain.jobs import ACTIVE, JobStatus
+from studio.domain.jobs import JobStatus
 from studio.schemas.jobs import Checkpoint, Job, JobChanges, JobEvent
 from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_paging import page
+
+# Jobs waiting in the queue: queued and not yet launched (`ray_job_id` null or absent).
+WAITING: dict[str, Any] = {"status": "queued", "ray_job_id": None}
 
 
 class MongoJobRepository:
@@ -40,12 +43,30 @@ class MongoJobRepository:
             docs = await page(self._jobs, query, key="created_at", after=after, limit=limit, ascending=False)
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
 
-    async def list_active(self) -> builtins.list[Job]:
+    async def list_followed(self) -> builtins.list[Job]:
+        # Everything the tracker follows, but not the queue itself: it may hold thousands of jobs.
+        query = {
+            "$or": [
+                {"status": {"$in": ["validating_files", "running"]}},
+                {"status": "queued", "ray_job_id": {"$ne": None}},
+                {"stop_pending": True},
+            ]
+        }
         with mongo_errors():
-            query = {"$or": [{"status": {"$in": sorted(ACTIVE)}}, {"stop_pending": True}]}
-            cursor = self._jobs.find(query).sort([("created_at", ASCENDING)])
-            docs = await cursor.to_list()
+            docs = await self._jobs.find(query).sort([("created_at", ASCENDING)]).to_list()
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
+
+    async def waiting_clients(self) -> builtins.list[str]:
+        with mongo_errors():
+            found = await self._jobs.distinct("client_id", WAITING)
+        return sorted(str(client) for client in found)
+
+    async def next_waiting(self, client_id: str) -> Job | None:
+        with mongo_errors():
+            doc = await self._jobs.find_one(
+                {"client_id": client_id, **WAITING}, sort=[("created_at", ASCENDING), ("_id", ASCENDING)]
+            )
+        return from_document(Job, doc)
 
     async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:
         query = {"client_id": client_id, "status": "succeeded", "fine_tuned_model": {"$ne": None}}
@@ -54,11 +75,6 @@ class MongoJobRepository:
                 await self._jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).to_list()
             )
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
-
-    async def count_launched(self, client_id: str) -> int:
-        query = {"client_id": client_id, "status": {"$in": sorted(ACTIVE)}, "ray_job_id": {"$ne": None}}
-        with mongo_errors():
-            return await self._jobs.count_documents(query)
 
     async def update(self, *, job_id: str, expected: JobStatus, changes: JobChanges) -> Job | None:
         fields = changes.model_dump(mode="json", exclude_unset=True)

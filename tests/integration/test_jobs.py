@@ -100,8 +100,8 @@ async def stack(
         mongo_url=mongo_url,
         redis_url=redis_url,
         s3=s3_endpoint,
+        tracker={"poll_interval_s": 0.5},
         training={
-            "poll_interval_s": 0.5,
             "checkpoint_every_steps": 4,
             "eval_every_steps": 8,
             "max_seq_len": 64,
@@ -421,7 +421,8 @@ async def test_cpu_workers_train_data_parallel_through_ray_train(
     settings = make_settings(
         tmp_path,
         mongo_url=mongo_url,
-        training={"poll_interval_s": 0.5, "cpu_workers": 2, "cpus_per_worker": 0.5, "max_seq_len": 64},
+        tracker={"poll_interval_s": 0.5},
+        training={"cpu_workers": 2, "cpus_per_worker": 0.5, "max_seq_len": 64},
     )
     async with jobs_stack(settings, ray_cluster) as ready:
         file_id = await upload(ready, capitals(32))
@@ -445,7 +446,7 @@ async def test_a_cancel_while_ray_is_unreachable_is_finished_by_the_tracker(
     from tests.servers import free_port
 
     settings = make_settings(
-        tmp_path, mongo_url=mongo_url, training={"poll_interval_s": 0.5, "max_seq_len": 64}
+        tmp_path, mongo_url=mongo_url, tracker={"poll_interval_s": 0.5}, training={"max_seq_len": 64}
     )
     dead = f"http://127.0.0.1:{free_port()}"
     async with jobs_stack(settings, ray_cluster, api_jobs_address=dead) as ready:

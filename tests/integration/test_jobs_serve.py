@@ -49,7 +49,7 @@ def test_a_job_survives_a_redeploy_of_the_serve_app(serve_app: ServeApp, http: h
     )
     # The tracker is a named, detached actor in Mini Studio's namespace (visible in the dashboard).
     settings = serve_app.settings
-    assert ray.get_actor(settings.training.tracker_name, namespace=settings.ray.namespace) is not None
+    assert ray.get_actor(settings.tracker.name, namespace=settings.ray.namespace) is not None
     wait_for(http, job.id, headers, lambda j: j["status"] == "running" and j["progress"]["step"] > 0)
 
     serve.delete(settings.serving.app_name)  # the ingress goes away mid-job...

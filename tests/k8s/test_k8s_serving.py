@@ -222,7 +222,7 @@ async def test_kubernetes_deployments_route_to_their_services(
         settings = make_settings(
             tmp_path,
             mongo_url=mongo_url,
-            training={"poll_interval_s": 0.2},
+            tracker={"poll_interval_s": 0.2},
             serving={"routing_refresh_s": 0.1, "keepalive_s": 0.5},
             k8s={
                 "enabled": True, "kubeconfig": str(kubeconfig(tmp_path / "kubeconfig", fake.url)),

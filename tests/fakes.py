@@ -1,0 +1,59 @@
+"""In-memory stand-ins for compute ports, for service tests that need no Ray.
+
+Only compute sits behind these: the stores in service tests are the real MongoDB-protocol server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studio.errors import NotFound
+from studio.schemas.jobs import LaunchState, LaunchStatus
+
+
+@dataclass
+class Submission:
+    submission_id: str
+    config_path: str
+    metadata: dict[str, str]
+
+
+@dataclass
+class RecordingLauncher:
+    """A `TrainingLauncher` that starts nothing: it records submissions, whose state tests set."""
+
+    submitted: list[Submission] = field(default_factory=list)
+    states: dict[str, LaunchState] = field(default_factory=dict)
+    logs_of: dict[str, str] = field(default_factory=dict)
+
+    async def submit(
+        self,
+        *,
+        submission_id: str,
+        config_path: str,
+        num_cpus: float,
+        num_gpus: float,
+        metadata: dict[str, str],
+        env: dict[str, str] | None = None,
+    ) -> str:
+        if submission_id not in self.states:
+            self.submitted.append(Submission(submission_id, config_path, metadata))
+            self.states[submission_id] = "pending"
+        return submission_id
+
+    async def status(self, ray_job_id: str) -> LaunchStatus:
+        if ray_job_id not in self.states:
+            raise NotFound(f"no run {ray_job_id!r}")
+        return LaunchStatus(state=self.states[ray_job_id])
+
+    async def stop(self, ray_job_id: str) -> bool:
+        running = self.states.get(ray_job_id) in ("pending", "running")
+        self.states[ray_job_id] = "stopped"
+        return running
+
+    async def logs(self, ray_job_id: str) -> str:
+        return self.logs_of.get(ray_job_id, "")
+
+    def job_ids(self) -> list[str]:
+        """Return the studio job ids submitted, in order."""
+        return [s.metadata["studio_job_id"] for s in self.submitted]

@@ -1,0 +1,151 @@
+"""The tracker's queue on the real MongoDB-protocol server: bounded rounds and a fair launch order.
+
+The launcher records submissions instead of starting Ray jobs (tests/fakes.py); everything the
+tracker reads and writes goes through the real store and its queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from studio.app.builtin_models import builtin_models
+from studio.app.container import open_job_runner
+from studio.config import Settings
+from studio.domain.ids import new_id
+from studio.schemas.clients import Client, ClientLimits
+from studio.schemas.datasets import Dataset, S3Mirror
+from studio.schemas.jobs import Hyperparameters, Job
+from studio.services.job_runner import JobRunner
+from studio.stores.mongo import MongoStore
+from studio.training.tiny_model import TINY_MODEL_NAME
+from tests.conftest import make_settings
+from tests.fakes import RecordingLauncher
+
+HYPERPARAMETERS = Hyperparameters(
+    n_epochs=1,
+    batch_size=1,
+    learning_rate_multiplier=1.0,
+    fine_tuning_method="lora",
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    lora_target_modules=["q_proj"],
+)
+
+
+@dataclass
+class Queue:
+    store: MongoStore
+    runner: JobRunner
+    launcher: RecordingLauncher
+    settings: Settings
+    clock: int = 0
+
+    async def client(self, name: str, *, max_concurrent_jobs: int) -> str:
+        client = Client(
+            id=f"client-{name}-{new_id('x')[-6:]}",
+            name=name,
+            limits=ClientLimits(max_concurrent_jobs=max_concurrent_jobs),
+            created_at=1,
+        )
+        await self.store.clients.insert_client(client)
+        dataset = Dataset(
+            id=f"file-{client.id}",
+            client_id=client.id,
+            filename="train.jsonl",
+            bytes=1,
+            sha256=client.id,
+            status="ready",
+            local_path=f"{client.id}/train.jsonl",
+            s3=S3Mirror(state="disabled"),
+            created_at=1,
+        )
+        await self.store.datasets.insert(dataset)
+        return client.id
+
+    async def queue(self, client_id: str, count: int) -> list[str]:
+        ids = []
+        for _ in range(count):
+            self.clock += 1
+            job = Job(
+                id=new_id("ftjob"),
+                client_id=client_id,
+                model=TINY_MODEL_NAME,
+                training_file=f"file-{client_id}",
+                validation_file=None,
+                status="queued",
+                hyperparameters=HYPERPARAMETERS,
+                suffix=None,
+                seed=1,
+                created_at=self.clock,
+            )
+            await self.store.jobs.insert(job)
+            ids.append(job.id)
+        return ids
+
+    def run_all(self) -> None:
+        """Ray starts every launched run."""
+        for submission_id, state in self.launcher.states.items():
+            if state == "pending":
+                self.launcher.states[submission_id] = "running"
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, mongo_url: str) -> AsyncIterator[Queue]:
+    settings = make_settings(tmp_path, mongo_url=mongo_url, tracker={"max_pending_launches": 2})
+    store = await MongoStore.connect(mongo_url, settings.store)
+    for entry in builtin_models():
+        await store.base_models.put(entry)
+    launcher = RecordingLauncher()
+    try:
+        async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:
+            yield Queue(store, runner, launcher, settings)
+    finally:
+        await store.close()
+
+
+async def test_a_second_clients_first_job_goes_before_a_long_queue(queue: Queue) -> None:
+    busy = await queue.client("busy", max_concurrent_jobs=100)
+    busy_jobs = await queue.queue(busy, 300)
+    late = await queue.client("late", max_concurrent_jobs=1)
+    (late_job,) = await queue.queue(late, 1)
+
+    stats = await queue.runner.round()
+
+    # Two launch slots: one for each waiting client, the late one included, whatever the queue length.
+    assert stats.waiting_clients == 2 and stats.launched == 2
+    assert sorted(queue.launcher.job_ids()) == sorted([busy_jobs[0], late_job])
+    # The queue itself is not followed: only the two launched jobs are.
+    assert len(await queue.store.jobs.list_followed()) == 2
+
+
+async def test_launches_wait_while_ray_holds_the_pending_budget(queue: Queue) -> None:
+    busy = await queue.client("busy", max_concurrent_jobs=100)
+    jobs = await queue.queue(busy, 10)
+
+    await queue.runner.round()
+    await queue.runner.round()  # both launched runs still pending in Ray: nothing more goes
+    assert queue.launcher.job_ids() == jobs[:2]
+
+    queue.run_all()
+    await queue.runner.round()  # they run: two more may wait in Ray, FIFO within the client
+    assert queue.launcher.job_ids() == jobs[:4]
+
+
+async def test_a_client_at_its_limit_waits_while_others_launch(queue: Queue) -> None:
+    capped = await queue.client("capped", max_concurrent_jobs=1)
+    capped_jobs = await queue.queue(capped, 3)
+    other = await queue.client("other", max_concurrent_jobs=5)
+    other_jobs = await queue.queue(other, 3)
+
+    for _ in range(3):
+        await queue.runner.round()
+        queue.run_all()
+
+    launched = queue.launcher.job_ids()
+    assert [job for job in launched if job in capped_jobs] == capped_jobs[:1]
+    assert [job for job in launched if job in other_jobs] == other_jobs
