@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -58,3 +60,30 @@ def test_a_job_survives_a_redeploy_of_the_serve_app(serve_app: ServeApp, http: h
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert done["fine_tuned_model"].startswith(f"ft:{TINY}:{tenant['id']}::")
     assert done["progress"]["step"] == done["progress"]["total_steps"] == 6 * 64
+
+
+def test_a_killed_tracker_comes_back_and_finishes_the_job(serve_app: ServeApp, http: httpx.Client) -> None:
+    tenant = http.post("/admin/clients", json={"name": "tracker-kill"}, headers=serve_app.admin).json()
+    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
+    headers = {"Authorization": f"Bearer {key}"}
+    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
+    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
+    job = sdk.fine_tuning.jobs.create(
+        model=TINY,
+        training_file=file_id,
+        hyperparameters={"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 50},
+    )
+    settings = serve_app.settings
+    wait_for(http, job.id, headers, lambda j: j["status"] == "running" and j["progress"]["step"] > 0)
+
+    # kill -9 of its process: Ray restarts the actor, whose constructor starts the loop again.
+    tracker = ray.get_actor(settings.tracker.name, namespace=settings.ray.namespace)
+    pid = ray.get(tracker.__ray_call__.remote(lambda actor: os.getpid()), timeout=30)
+    os.kill(pid, signal.SIGKILL)
+    step = http.get(f"/v1/fine_tuning/jobs/{job.id}", headers=headers).json()["progress"]["step"]
+    wait_for(http, job.id, headers, lambda j: j["progress"]["step"] > step or j["status"] != "running")
+
+    # Killed for good (no restart): an ingress replica's liveness check creates it again.
+    ray.kill(ray.get_actor(settings.tracker.name, namespace=settings.ray.namespace), no_restart=True)
+    done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
