@@ -177,6 +177,19 @@ class TrainingSettings(BaseModel):
     jobs_address: str | None = None
     # The Python that runs `python -m studio.training` on the cluster. None: the one running Mini Studio.
     python: str | None = None
+    launcher: Literal["auto", "jobs_api", "actor"] = Field(
+        default="auto",
+        description=(
+            "How training runs start: `jobs_api` (a Ray job), `actor` (a detached Ray actor, no dashboard "
+            "needed), or `auto`: the Jobs API when it answers, an actor otherwise (decided per attempt)."
+        ),
+    )
+    jobs_api_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Bound on each call to the Ray Jobs API; past it, `auto` launches through an actor.",
+    )
     # Ray jobs launched per fine-tuning job: the first plus retries after platform failures.
     max_attempts: int = Field(default=3, ge=1, le=100)
     checkpoint_every_steps: int = Field(default=50, ge=0)
@@ -217,6 +230,14 @@ class TrackerSettings(BaseModel):
         le=1000,
         description=(
             "Jobs launched on Ray but not yet running, at most; the rest wait in Mini Studio's fair queue."
+        ),
+    )
+    queue_refresh_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the tracker reads again which clients have jobs waiting (new jobs tell it at once)."
         ),
     )
     ready_check_interval_s: float = Field(

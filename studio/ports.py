@@ -35,6 +35,10 @@ class ClientRepository(Protocol):
 
     async def get_client(self, client_id: str) -> Client | None: ...
 
+    async def get_clients(self, client_ids: list[str]) -> list[Client]:
+        """Return the clients of `client_ids` that exist, in no particular order."""
+        ...
+
     async def list_clients(self, *, after: str | None, limit: int) -> list[Client]: ...
 
     async def set_client_disabled(self, client_id: str, disabled: bool) -> Client | None:
@@ -341,6 +345,10 @@ class TrainingLauncher(Protocol):
 
     async def logs(self, ray_job_id: str) -> str: ...
 
+    async def release(self, ray_job_id: str) -> bool:
+        """Free what an ended run still holds (its status and log with it); return whether it held any."""
+        ...
+
 
 class ClusterInfo(Protocol):
     """What the compute cluster has."""
@@ -351,7 +359,9 @@ class ClusterInfo(Protocol):
 class JobNotifier(Protocol):
     """Tells the job tracker that a job needs its attention now rather than at its next round."""
 
-    async def wake(self) -> None: ...
+    async def wake(self, client_id: str | None = None) -> None:
+        """Start the tracker's next round now; `client_id`: a client that just queued a job."""
+        ...
 
 
 class ModelInspector(Protocol):

@@ -54,6 +54,9 @@ class RecordingLauncher:
     async def logs(self, ray_job_id: str) -> str:
         return self.logs_of.get(ray_job_id, "")
 
+    async def release(self, ray_job_id: str) -> bool:
+        return self.states.pop(ray_job_id, None) is not None
+
     def job_ids(self) -> list[str]:
         """Return the studio job ids submitted, in order."""
         return [s.metadata["studio_job_id"] for s in self.submitted]

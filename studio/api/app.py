@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+from studio.api.auth_gate import AuthGate
 from studio.api.errors import install_error_handlers
-from studio.api.middleware import DeclaredSizeLimitMiddleware, RequestContextMiddleware
+from studio.api.middleware import BodyLimits, DeclaredSizeLimitMiddleware, RequestContextMiddleware
 from studio.api.routes import (
     admin,
     base_models,
@@ -35,12 +36,21 @@ def create_api(
     cors_origins: list[str],
     cors_allow_credentials: bool,
     max_body_bytes: int,
+    max_inference_body_bytes: int = 4 * 1024**2,
+    max_upload_bytes: int = 8 * 1024**3,
+    max_part_bytes: int = 64 * 1024**2,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
 
-    `echo_request_id=False` behind Serve's proxy, which returns `X-Request-ID` itself.
+    Request bodies are limited by kind of route (`BodyLimits`): JSON bodies to `max_body_bytes`,
+    inference calls to `max_inference_body_bytes`, uploads to the file or part limit plus the form's
+    overhead (the defaults are `studio.config`'s). `echo_request_id=False` behind Serve's proxy,
+    which returns `X-Request-ID` itself.
     """
+    limits = BodyLimits(
+        json=max_body_bytes, inference=max_inference_body_bytes, upload=max_upload_bytes, part=max_part_bytes
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,8 +65,12 @@ def create_api(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # Added last = outermost: the request id wraps everything, errors from other middleware included.
+    # Added last = outermost. From the outside in: the request id (it wraps everything, errors from
+    # other middleware included), CORS (so browsers can read 401s and 413s), the auth gate (before
+    # any body byte is read), the body limits, gzip.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(DeclaredSizeLimitMiddleware, limits=limits)
+    app.add_middleware(AuthGate, services=lambda: getattr(app.state, "services", None), router=app.router)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -66,10 +80,7 @@ def create_api(
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(DeclaredSizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware, echo_header=echo_request_id)
-    # JSON bodies are limited by DeclaredSizeLimitMiddleware; upload routes stream their bodies to
-    # disk and enforce the file limits themselves.
     routers = (
         health.router, admin.router, me.router, base_models.admin_router, base_models.router, jobs.router,
         jobs.seed_router, models.router, files.router, datasets.router, uploads.router, deployments.router,

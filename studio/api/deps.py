@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from studio.api.auth_gate import ADMIN_STATE, PRINCIPAL_STATE
 from studio.api.services import Services
 from studio.errors import Unavailable
 from studio.logs import client_id_var
@@ -87,7 +88,10 @@ def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | No
 
 
 async def current_principal(request: Request, services: ServicesDep, credentials: BearerDep) -> Principal:
-    principal = await services.auth.authenticate(_authorization(credentials))
+    """Return the caller: the one the auth gate found, or (in an app without the gate) checked here."""
+    principal = getattr(request.state, PRINCIPAL_STATE, None)
+    if not isinstance(principal, Principal):
+        principal = await services.auth.authenticate(_authorization(credentials))
     # The access log line is written by middleware outside this task's context: leave the id in scope state.
     request.state.client_id = principal.client.id
     client_id_var.set(principal.client.id)
@@ -95,7 +99,9 @@ async def current_principal(request: Request, services: ServicesDep, credentials
 
 
 async def require_admin(request: Request, services: ServicesDep, credentials: BearerDep) -> None:
-    services.auth.require_admin(_authorization(credentials))
+    """Check the admin key, unless the auth gate already did."""
+    if getattr(request.state, ADMIN_STATE, None) is not True:
+        services.auth.require_admin(_authorization(credentials))
     request.state.client_id = "admin"
     client_id_var.set("admin")
 

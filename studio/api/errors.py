@@ -80,8 +80,11 @@ def status_of(exc: StudioError) -> tuple[int, str]:
     return 500, "server_error"
 
 
-async def _studio_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StudioError)
+def studio_error_response(exc: StudioError) -> JSONResponse:
+    """Return the answer to a domain error: its status from the table, Retry-After where it applies.
+
+    Used by the exception handler and by middleware that answers before FastAPI (the auth gate).
+    """
     status, error_type = status_of(exc)
     headers = None
     if isinstance(exc, Unavailable | QuotaExceeded):
@@ -91,6 +94,11 @@ async def _studio_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
         status, exc.message, error_type=error_type, param=exc.param, code=exc.code, headers=headers
     )
+
+
+async def _studio_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StudioError)
+    return studio_error_response(exc)
 
 
 def _location(loc: tuple[int | str, ...]) -> str | None:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and one access log line per request.
+"""Pure ASGI middleware: request ids, one access log line per request, request body limits.
 
 Pure ASGI (not `BaseHTTPMiddleware`) so streaming responses stream and each request costs little.
 """
@@ -9,12 +9,16 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from studio.api.errors import studio_error_response
+from studio.api.multipart import MAX_FIELD_BYTES, MAX_PARTS
+from studio.errors import PayloadTooLarge
 from studio.logs import ACCESS_LOGGER, client_id_var, request_id_var
 from studio.schemas.common import ErrorDetail, ErrorResponse
 
@@ -25,7 +29,8 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def first_header(scope: Scope, name: bytes) -> bytes | None:
+    """Return the first value of the header `name` (lower case), or None."""
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value)
@@ -64,7 +69,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, REQUEST_ID_HEADER.encode())
+        given = first_header(scope, REQUEST_ID_HEADER.encode())
         request_id = (
             given.decode("latin-1") if given and _VALID_REQUEST_ID.match(given.decode("latin-1")) else ""
         )
@@ -120,36 +125,67 @@ class RequestContextMiddleware:
             request_id_var.reset(request_token)
 
 
-STREAMED_CONTENT_TYPES = (b"multipart/form-data", b"application/octet-stream")
+# Forms carry up to MAX_PARTS parts; every text field is at most MAX_FIELD_BYTES, plus part headers.
+MULTIPART_OVERHEAD_BYTES = MAX_PARTS * MAX_FIELD_BYTES + (64 << 10)
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+FILE_UPLOAD_PATHS = frozenset({"/v1/files", "/fine_tuning/upload-dataset"})
+_UPLOAD_PART_PATH = re.compile(r"^/v1/uploads/[^/]+/parts$")
+
+
+def route_path(scope: Scope) -> str:
+    """Return the path the router matches: `path` without `root_path` (as Starlette's router does)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    return path[len(root_path) :] if path[len(root_path)] == "/" else path
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """The largest request body, in bytes, by kind of route."""
+
+    json: int
+    inference: int
+    upload: int  # a whole file (`datasets.max_upload_bytes`)
+    part: int  # one part of an upload (`datasets.max_part_bytes`)
+
+    def for_path(self, path: str) -> int:
+        """Return the limit for a route path: uploads get their file limit plus the form's overhead."""
+        if path in INFERENCE_PATHS or (path.startswith("/inference/") and path.endswith("/predict")):
+            return self.inference
+        if path in FILE_UPLOAD_PATHS:
+            return self.upload + MULTIPART_OVERHEAD_BYTES
+        if _UPLOAD_PART_PATH.match(path):
+            return self.part + MULTIPART_OVERHEAD_BYTES
+        return self.json
 
 
 class DeclaredSizeLimitMiddleware:
-    """Answers 413 in the error shape when a JSON request body is over the limit.
+    """Answers 413 in the error shape when a request body is over its route's limit (`BodyLimits`).
 
-    A declared Content-Length over the limit is refused before anything is read; a body without one
-    (chunked) is counted as it is read, and the read that passes the limit raises a 413
-    `HTTPException` (FastAPI passes those through its body parsing, to the error handlers).
-    Multipart and octet-stream bodies (uploads) are left to their routes, which stream them to disk
-    under the file limits.
+    Every body is limited, whatever its content type. A declared Content-Length over the limit is
+    refused before anything is read; a body without one (chunked) is counted as it is read, and the
+    read that passes the limit raises a 413 `HTTPException` (FastAPI passes those through its body
+    parsing, to the error handlers). Upload routes also enforce the exact file limits themselves,
+    with their own error codes; the limit here only adds the form's overhead to those.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, limits: BodyLimits) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        content_type = _header(scope, b"content-type") or b""
-        if content_type.startswith(STREAMED_CONTENT_TYPES):
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes} bytes"
-            body = _error_body(message, "payload_too_large", "invalid_request_error")
-            await _send_error(send, 413, body, [])
+        max_bytes = self.limits.for_path(route_path(scope))
+        declared = first_header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            message = f"request body of {int(declared)} bytes is over the limit of {max_bytes} bytes"
+            await studio_error_response(PayloadTooLarge(message))(scope, receive, send)
             return
         received = 0
 
@@ -158,8 +194,8 @@ class DeclaredSizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
+                if received > max_bytes:
+                    raise HTTPException(413, f"request body is over the limit of {max_bytes} bytes")
             return message
 
         await self.app(scope, counted, send)

@@ -78,7 +78,12 @@ async def open_services(
                 Probe("s3", objects.ping if objects else None, required=False),
             ]
         )
-        auth = AuthService(clients=clients, rate_limiter=RateLimiter(cache), admin_key_hash=admin_key_hash)
+        auth = AuthService(
+            clients=clients,
+            rate_limiter=RateLimiter(cache),
+            admin_key_hash=admin_key_hash,
+            unknown_key_ttl_s=settings.api.unknown_key_cache_s,
+        )
         files = LocalFileStore(settings.datasets_dir)
         datasets = DatasetService(
             repository=store.datasets,
@@ -167,10 +172,6 @@ async def open_job_runner(
             objects = await S3ObjectStore.connect(settings.s3)
             stack.push_async_callback(objects.close)
 
-        async def concurrency_limit(client_id: str) -> int:
-            client = await store.clients.get_client(client_id)
-            return 0 if client is None or client.disabled else client.limits.max_concurrent_jobs
-
         yield JobRunner(
             jobs=store.jobs,
             journal=JobJournal(jobs=store.jobs, events=store.job_events),
@@ -181,7 +182,7 @@ async def open_job_runner(
             job_files=LocalFileStore(settings.jobs_dir),
             launcher=launcher,
             objects=objects,
-            concurrency_limit=concurrency_limit,
+            clients=store.clients,
             settings=settings.training,
             tracker=settings.tracker,
             models_dir=settings.models_dir,

@@ -12,11 +12,10 @@ from studio.api.app import create_api
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
-from studio.app.job_tracker import job_tracker, jobs_api_address
+from studio.app.job_tracker import job_tracker, training_launcher
 from studio.app.model_servers import model_servers
 from studio.app.validation import RayTaskValidationRunner
 from studio.backends.ray_cluster import RayClusterInfo
-from studio.backends.ray_jobs import RayJobLauncher
 from studio.backends.ray_metrics import RayModelDemand
 from studio.backends.ray_tracker import ActorJobNotifier, TrackerWatch
 from studio.config import Settings
@@ -44,6 +43,9 @@ class StudioIngress:
             cors_origins=api.cors_origins,
             cors_allow_credentials=api.cors_allow_credentials,
             max_body_bytes=api.max_json_body_bytes,
+            max_inference_body_bytes=api.max_inference_body_bytes,
+            max_upload_bytes=self._settings.datasets.max_upload_bytes,
+            max_part_bytes=self._settings.datasets.max_part_bytes,
             echo_request_id=False,
         )
 
@@ -63,7 +65,7 @@ class StudioIngress:
             timeout_s=settings.ray.actor_timeout_s,
         )
         compute = Compute(
-            launcher=RayJobLauncher(jobs_api_address(settings), python=settings.training.python),
+            launcher=training_launcher(settings),
             cluster=RayClusterInfo(timeout_s=settings.ray.actor_timeout_s),
             notifier=ActorJobNotifier(watch, timeout_s=settings.ray.actor_timeout_s),
         )

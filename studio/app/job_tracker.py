@@ -27,6 +27,8 @@ from studio.app.container import open_deployment_runner, open_job_runner
 from studio.app.embedded import embedded_mongo_url
 from studio.app.model_servers import model_servers
 from studio.app.singletons import head_node_singleton
+from studio.backends.launchers import FallbackLauncher
+from studio.backends.ray_actor_jobs import RayActorLauncher
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.config import Settings
 from studio.logs import configure_logging
@@ -40,6 +42,19 @@ RESTART_DELAY_S = 5.0
 def jobs_api_address(settings: Settings) -> str:
     """Return the Ray Jobs API address: the configured one, else this cluster's (found through GCS)."""
     return settings.training.jobs_address or ray.get_runtime_context().gcs_address
+
+
+def training_launcher(settings: Settings) -> FallbackLauncher:
+    """Return the launcher of training runs: the Jobs API, a Ray actor, or either (`training.launcher`)."""
+    training = settings.training
+    return FallbackLauncher(
+        RayJobLauncher(
+            jobs_api_address(settings), python=training.python, timeout_s=training.jobs_api_timeout_s
+        ),
+        RayActorLauncher(namespace=settings.ray.namespace, python=training.python),
+        mode=training.launcher,
+        timeout_s=settings.ray.actor_timeout_s,
+    )
 
 
 class RoundMetrics:
@@ -95,10 +110,10 @@ class JobTrackerActor:
             self._task = asyncio.create_task(self._main(self._settings))
         return self._runner is not None
 
-    async def wake(self) -> None:
+    async def wake(self, client_id: str | None = None) -> None:
         await self.start()
         if self._runner is not None:
-            self._runner.wake()
+            self._runner.wake(client_id)
         if self._deployments is not None:
             self._deployments.wake()
 
@@ -109,7 +124,7 @@ class JobTrackerActor:
                     mongo_url = settings.store.mongo_url.get_secret_value()
                 else:
                     mongo_url = await embedded_mongo_url(settings)
-                launcher = RayJobLauncher(jobs_api_address(settings), python=settings.training.python)
+                launcher = training_launcher(settings)
                 async with (
                     open_job_runner(
                         settings, mongo_url=mongo_url, launcher=launcher, on_round=self._metrics

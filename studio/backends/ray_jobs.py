@@ -124,6 +124,10 @@ class RayJobLauncher:
         """Ask Ray to stop the job; return whether it was still running. Raises NotFound."""
         return await self._about(ray_job_id, lambda client: bool(client.stop_job(ray_job_id)))
 
+    async def release(self, ray_job_id: str) -> bool:
+        """Return False: an ended Ray job holds no resources (Ray keeps its record and log itself)."""
+        return False
+
     async def logs(self, ray_job_id: str) -> str:
         """Return everything the job printed. Raises NotFound."""
         return await self._about(ray_job_id, lambda client: str(client.get_job_logs(ray_job_id)))

@@ -81,8 +81,8 @@ class ActorJobNotifier:
         self._watch = watch
         self._timeout_s = timeout_s
 
-    async def wake(self) -> None:
+    async def wake(self, client_id: str | None = None) -> None:
         try:
-            await asyncio.wait_for(self._watch.actor.wake.remote(), timeout=self._timeout_s)
+            await asyncio.wait_for(self._watch.actor.wake.remote(client_id), timeout=self._timeout_s)
         except (TimeoutError, ray.exceptions.RayActorError) as exc:
             raise Unavailable(f"the job tracker did not answer: {exc}") from exc

@@ -11,6 +11,12 @@ from typing import Literal
 
 from studio.errors import Conflict, InvalidInput
 
+LauncherKind = Literal["jobs_api", "actor"]
+LaunchMode = Literal["auto", "jobs_api", "actor"]
+# Runs started by the Ray actor launcher (the Jobs API's fallback) carry this prefix in their id;
+# Jobs API submission ids carry none, as they always have.
+ACTOR_ID_PREFIX = "actor:"
+
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 ErrorKind = Literal["user", "platform"]
 
@@ -99,3 +105,8 @@ def classify_exit(message: str | None) -> ErrorKind:
     a lost node) is the platform's.
     """
     return "user" if message and re.search(r"exit code 2\b", message) else "platform"
+
+
+def launcher_of(launch_id: str) -> LauncherKind:
+    """Return which launcher started the run `launch_id`: the Jobs API, or a Ray actor (the fallback)."""
+    return "actor" if launch_id.startswith(ACTOR_ID_PREFIX) else "jobs_api"

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from studio.domain.jobs import ErrorKind, JobStatus
+from studio.domain.jobs import ErrorKind, JobStatus, LauncherKind
 
 Auto = Literal["auto"]
 PositiveEpochs = Annotated[int, Field(ge=1, le=100)]
@@ -124,6 +124,8 @@ class JobResources(BaseModel):
     memory_per_worker_bytes: int
     estimated_wall_time_s: float
     precision: Literal["bf16", "fp32"]
+    # Which launcher started the current attempt (`jobs_api` or `actor`); None until launched.
+    launcher: LauncherKind | None = None
 
 
 class JobProgress(BaseModel):
@@ -170,6 +172,7 @@ class Job(BaseModel):
     result_files: list[str] = Field(default_factory=list)
     # Cancelled while its Ray job could not be stopped (Jobs API down): the tracker stops it later.
     stop_pending: bool = False
+    launcher: LauncherKind | None = None
     created_at: int
     started_at: int | None = None
     finished_at: int | None = None
@@ -190,6 +193,7 @@ class JobChanges(BaseModel):
     trained_tokens: int | None = None
     result_files: list[str] | None = None
     stop_pending: bool | None = None
+    launcher: LauncherKind | None = None
     started_at: int | None = None
     finished_at: int | None = None
     estimated_finish: int | None = None
@@ -282,7 +286,9 @@ class JobPublic(BaseModel):
             lora=lora,
             ray_job_id=job.ray_job_id,
             attempts=job.attempts,
-            resources=job.resources,
+            resources=(
+                job.resources.model_copy(update={"launcher": job.launcher}) if job.resources else None
+            ),
             progress=job.progress,
         )
 

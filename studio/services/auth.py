@@ -16,6 +16,7 @@ from studio.services.clients import ClientService
 log = logging.getLogger(__name__)
 
 LOCAL_WINDOWS_KEPT = 10_000
+UNKNOWN_KEYS_KEPT = 10_000
 
 
 class RateLimiter:
@@ -63,13 +64,54 @@ class RateLimiter:
         return count
 
 
+class UnknownKeys:
+    """Hashes of keys that matched no stored key, remembered for `ttl_s` (at most `max_entries`).
+
+    Per process: a flood of requests with the same bad key costs one store lookup per replica and
+    period, not one per request. A key created later cannot have been presented before (keys carry
+    256 random bits), so remembering a miss never refuses a valid key.
+    """
+
+    def __init__(self, *, ttl_s: float, max_entries: int = UNKNOWN_KEYS_KEPT) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+
+    def remembers(self, key_hash: str) -> bool:
+        """Return whether `key_hash` was found unknown less than `ttl_s` ago."""
+        expires = self._expiry.get(key_hash)
+        if expires is None:
+            return False
+        if expires <= time.monotonic():
+            del self._expiry[key_hash]
+            return False
+        return True
+
+    def add(self, key_hash: str) -> None:
+        """Remember `key_hash` as unknown; the oldest entries go first when full."""
+        if self._ttl_s <= 0:
+            return
+        self._expiry[key_hash] = time.monotonic() + self._ttl_s
+        self._expiry.move_to_end(key_hash)
+        while len(self._expiry) > self._max_entries:
+            self._expiry.popitem(last=False)
+
+
 class AuthService:
     """Turns an `Authorization` header into a `Principal`, or the admin's permission."""
 
-    def __init__(self, *, clients: ClientService, rate_limiter: RateLimiter, admin_key_hash: str) -> None:
+    def __init__(
+        self,
+        *,
+        clients: ClientService,
+        rate_limiter: RateLimiter,
+        admin_key_hash: str,
+        unknown_key_ttl_s: float = 5.0,
+    ) -> None:
         self._clients = clients
         self._rate_limiter = rate_limiter
         self._admin_key_hash = admin_key_hash
+        self._unknown = UnknownKeys(ttl_s=unknown_key_ttl_s)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Return the calling client.
@@ -84,7 +126,12 @@ class AuthService:
             raise Unauthenticated(
                 "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
             )
-        key = await self._clients.find_key(hash_key(token))
+        key_hash = hash_key(token)
+        if self._unknown.remembers(key_hash):
+            raise Unauthenticated("incorrect or disabled API key")
+        key = await self._clients.find_key(key_hash)
+        if key is None:
+            self._unknown.add(key_hash)
         if key is None or key.disabled:
             raise Unauthenticated("incorrect or disabled API key")
         client = await self._clients.get_client(key.client_id)

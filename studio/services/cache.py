@@ -22,6 +22,13 @@ class ReadThroughCache:
 
     In front of it, entries are also kept in this process for `local_ttl_s` (bounded to `local_max`
     entries): hot reads (every request's key and client) need no round trip.
+
+    A reader that read the store before a change may fill the cache after the change invalidated
+    it; left alone, that old value (a key still enabled) would be served until the TTL. So
+    `invalidate` leaves a marker for `invalidation_grace_s` (longer than a store read can take), and
+    `put` does not fill the shared cache while a marker is there; a marker that appears between
+    that check and the write makes `put` delete what it wrote. The local copies stay bounded by
+    `local_ttl_s`, as any local copy is.
     """
 
     def __init__(
@@ -32,13 +39,18 @@ class ReadThroughCache:
         prefix: str = "studio:",
         local_ttl_s: float = 0.0,
         local_max: int = 10_000,
+        invalidation_grace_s: int = 30,
     ) -> None:
         self._cache = cache
         self._ttl_s = ttl_s
         self._prefix = prefix
         self._local_ttl_s = local_ttl_s
         self._local_max = local_max
+        self._invalidation_grace_s = invalidation_grace_s
         self._local: OrderedDict[str, tuple[float, BaseModel]] = OrderedDict()
+
+    def _marker(self, key: str) -> str:
+        return f"{self._prefix}invalidated:{key}"
 
     def _local_get(self, key: str, model: type[ModelT]) -> ModelT | None:
         entry = self._local.get(key)
@@ -80,12 +92,20 @@ class ReadThroughCache:
         return value
 
     async def put(self, key: str, value: BaseModel) -> None:
-        """Store `value` for the configured TTL; a cache outage is logged and ignored."""
+        """Store `value` (read from the store) for the configured TTL, unless `key` changed moments ago.
+
+        A cache outage is logged and ignored.
+        """
         self._local_put(key, value)
         if self._cache is None:
             return
         try:
+            # Changed within the grace period: `value` may have been read before the change.
+            if await self._cache.get(self._marker(key)) is not None:
+                return
             await self._cache.set(self._prefix + key, value.model_dump_json().encode(), ttl_s=self._ttl_s)
+            if await self._cache.get(self._marker(key)) is not None:
+                await self._cache.delete(self._prefix + key)
         except Unavailable as exc:
             log.warning("cache write skipped: %s", exc.message)
 
@@ -96,6 +116,9 @@ class ReadThroughCache:
         if self._cache is None or not keys:
             return
         try:
+            # The marker first, then the delete: a `put` that writes after the delete sees the marker.
+            for key in keys:
+                await self._cache.set(self._marker(key), b"1", ttl_s=self._invalidation_grace_s)
             await self._cache.delete(*(self._prefix + key for key in keys))
         except Unavailable as exc:
             log.error("cache invalidation failed, entries expire within the TTL: %s", exc.message)

@@ -25,13 +25,14 @@ from pathlib import Path
 
 from studio.config import TrackerSettings, TrainingSettings
 from studio.domain.ids import unix_now
-from studio.domain.jobs import classify_exit, fine_tuned_model_name, learning_rate
+from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
 from studio.domain.queue import fair_order, launch_budget
 from studio.domain.training_events import TrainingEvent, describe, parse_events
 from studio.errors import NotFound, StudioError
 from studio.ports import (
     BaseModelRepository,
     CheckpointRepository,
+    ClientRepository,
     DatasetRepository,
     FileStore,
     JobRepository,
@@ -52,8 +53,6 @@ from studio.services.job_journal import JobJournal
 from studio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-ConcurrencyLimit = Callable[[str], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class JobRunner:
         job_files: FileStore,
         launcher: TrainingLauncher,
         objects: ObjectStore | None,
-        concurrency_limit: ConcurrencyLimit,
+        clients: ClientRepository,
         settings: TrainingSettings,
         tracker: TrackerSettings,
         models_dir: Path,
@@ -107,7 +106,7 @@ class JobRunner:
         self._launcher = launcher
         self._objects = objects
         self._copies: set[asyncio.Task[None]] = set()
-        self._limit = concurrency_limit
+        self._clients = clients
         self._settings = settings
         self._tracker = tracker
         self._models_dir = models_dir
@@ -118,9 +117,18 @@ class JobRunner:
         # Launch counter per client: the fair order serves the least recently served client first.
         self._launches = itertools.count()
         self._last_launch: dict[str, int] = {}
+        # The clients with waiting jobs, as last read (a `distinct` over the queue, which costs in
+        # proportion to it): kept between rounds, extended by `wake(client_id)`, read again on any
+        # other wake-up or after `queue_refresh_s`; a client found with nothing waiting is dropped.
+        self._waiting: list[str] | None = None
+        self._waiting_read_at = float("-inf")
 
-    def wake(self) -> None:
-        """Start the next round now."""
+    def wake(self, client_id: str | None = None) -> None:
+        """Start the next round now. `client_id`: a client that just queued a job (else: any change)."""
+        if client_id is None:
+            self._waiting = None
+        elif self._waiting is not None and client_id not in self._waiting:
+            self._waiting.append(client_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -188,14 +196,25 @@ class JobRunner:
                 del self._errors[job.id]
         return None
 
+    async def _waiting_clients(self) -> list[str]:
+        now = time.monotonic()
+        if self._waiting is None or now - self._waiting_read_at > self._tracker.queue_refresh_s:
+            self._waiting = await self._jobs.waiting_clients()
+            self._waiting_read_at = now
+        return list(self._waiting)
+
     async def _launch_from_queue(self, followed: list[Job]) -> tuple[int, int]:
         """Launch waiting jobs in the fair order while Ray has room; return (waiting clients, launched)."""
         pending = sum(1 for job in followed if job.status == "queued" and job.ray_job_id is not None)
         budget = launch_budget(pending=pending, max_pending=self._tracker.max_pending_launches)
         if budget == 0:
             return 0, 0
-        clients = await self._jobs.waiting_clients()
+        clients = await self._waiting_clients()
         holding = Counter(job.client_id for job in followed if job.ray_job_id is not None)
+        limits = {
+            client.id: 0 if client.disabled else client.limits.max_concurrent_jobs
+            for client in await self._clients.get_clients(clients)
+        }  # a client deleted or disabled launches nothing
         launched = 0
         eligible = list(clients)
         while launched < budget and eligible:  # passes round the clients, one job each per pass
@@ -203,10 +222,12 @@ class JobRunner:
             for client_id in fair_order(eligible, last_launch=self._last_launch):
                 if launched >= budget:
                     break
-                if holding[client_id] >= await self._limit(client_id):
+                if holding[client_id] >= limits.get(client_id, 0):
                     continue  # its jobs wait for one of its running jobs to finish
                 job = await self._jobs.next_waiting(client_id)
                 if job is None:
+                    if self._waiting is not None and client_id in self._waiting:
+                        self._waiting.remove(client_id)
                     continue
                 outcome = await self._guarded(job, self._launch)
                 if outcome is None:  # Ray or the store failing: the next round tries again
@@ -328,14 +349,19 @@ class JobRunner:
             job_id=job.id,
             expected="queued",
             changes=JobChanges(
-                ray_job_id=ray_job_id, attempts=attempt, log_offset=0, output_dir=str(config.output_dir)
+                ray_job_id=ray_job_id,
+                attempts=attempt,
+                log_offset=0,
+                output_dir=str(config.output_dir),
+                launcher=launcher_of(ray_job_id),
             ),
         )
         if launched is None:  # cancelled while it was being launched
             with contextlib.suppress(StudioError):
                 await self._launcher.stop(ray_job_id)
             return False
-        await self._journal.record(launched, f"Launched Ray job {ray_job_id} (attempt {attempt})")
+        how = "as a Ray actor" if launched.launcher == "actor" else "as a Ray job"
+        await self._journal.record(launched, f"Launched {ray_job_id} {how} (attempt {attempt})")
         return True
 
     # -- following a Ray job ------------------------------------------------------------------
@@ -364,6 +390,9 @@ class JobRunner:
             return
         # The whole attempt's events: its result line may have been read in an earlier round.
         await self._finish(job, status, parse_events(log_text, 0)[0])
+        # Its end is recorded: free what the run still holds (an actor run keeps its CPUs and GPUs).
+        with contextlib.suppress(StudioError):
+            await self._launcher.release(ray_job_id)
 
     async def _read_events(self, job: Job, log_text: str) -> Job:
         """Store the events of `log_text` past the job's offset and its progress; return the updated job."""
@@ -490,7 +519,7 @@ class JobRunner:
             updated = await self._jobs.update(job_id=job.id, expected=job.status, changes=changes)
             if updated is not None:
                 await self._journal.record(updated, message, level="warn")
-        self.wake()
+        self.wake(job.client_id)
 
     async def _fail(self, job: Job, error: JobError, *, param: str | None = None) -> None:
         if param is not None:

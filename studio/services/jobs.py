@@ -157,14 +157,14 @@ class JobService:
         await self._journal.record(job, f"Created fine-tuning job: {job.id}")
         if not ready:
             await self._journal.record(job, "Validating training file")
-        await self._wake()
+        await self._wake(job.client_id)
         return job
 
-    async def _wake(self) -> None:
+    async def _wake(self, client_id: str) -> None:
         if self._compute is None:
             return
         try:
-            await self._compute.notifier.wake()
+            await self._compute.notifier.wake(client_id)
         except StudioError as exc:  # the tracker finds the job at its next round anyway
             log.warning("could not wake the job tracker: %s", exc)
 

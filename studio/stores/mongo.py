@@ -41,13 +41,13 @@ INDEXES: dict[str, list[IndexModel]] = {
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
-        # The queue: which clients wait (distinct), and each client's oldest waiting job.
-        IndexModel([("status", ASCENDING), ("ray_job_id", ASCENDING), ("client_id", ASCENDING)]),
+        # The queue: which clients wait (distinct), each client's oldest waiting job, the launched ones.
+        IndexModel([("status", ASCENDING), ("launched", ASCENDING), ("client_id", ASCENDING)]),
         IndexModel(
             [
                 ("client_id", ASCENDING),
                 ("status", ASCENDING),
-                ("ray_job_id", ASCENDING),
+                ("launched", ASCENDING),
                 ("created_at", ASCENDING),
             ]
         ),
@@ -130,6 +130,7 @@ class MongoStore:
                 await database.command("ping")
                 for name, indexes in INDEXES.items():
                     await database[name].create_indexes(indexes)
+                await store._jobs.mark_launch_state()
         except StudioError:
             await client.close()
             raise

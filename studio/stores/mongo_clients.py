@@ -26,6 +26,11 @@ class MongoClientRepository:
             doc = await self._clients.find_one({"_id": client_id})
         return from_document(Client, doc)
 
+    async def get_clients(self, client_ids: list[str]) -> list[Client]:
+        with mongo_errors():
+            docs = await self._clients.find({"_id": {"$in": client_ids}}).to_list()
+        return [client for doc in docs if (client := from_document(Client, doc)) is not None]
+
     async def list_clients(self, *, after: str | None, limit: int) -> list[Client]:
         query: dict[str, Any] = {} if after is None else {"_id": {"$gt": after}}
         with mongo_errors():

@@ -14,8 +14,16 @@ from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_paging import page
 
-# Jobs waiting in the queue: queued and not yet launched (`ray_job_id` null or absent).
-WAITING: dict[str, Any] = {"status": "queued", "ray_job_id": None}
+# `launched` is stored beside `ray_job_id` (true when it is set), written by `insert` and `update` only,
+# so the queue's queries are equality matches an index answers: no `$ne`, which scans.
+WAITING: dict[str, Any] = {"status": "queued", "launched": False}
+LAUNCHED: dict[str, Any] = {"status": "queued", "launched": True}
+
+
+def _document(job: Job) -> dict[str, Any]:
+    doc = to_document(job)
+    doc["launched"] = job.ray_job_id is not None
+    return doc
 
 
 class MongoJobRepository:
@@ -24,7 +32,7 @@ class MongoJobRepository:
 
     async def insert(self, job: Job) -> None:
         with mongo_errors():
-            await self._jobs.insert_one(to_document(job))
+            await self._jobs.insert_one(_document(job))
 
     async def get(self, *, client_id: str, job_id: str) -> Job | None:
         with mongo_errors():
@@ -45,16 +53,27 @@ class MongoJobRepository:
 
     async def list_followed(self) -> builtins.list[Job]:
         # Everything the tracker follows, but not the queue itself: it may hold thousands of jobs.
-        query = {
-            "$or": [
-                {"status": {"$in": ["validating_files", "running"]}},
-                {"status": "queued", "ray_job_id": {"$ne": None}},
-                {"stop_pending": True},
-            ]
-        }
+        # Three indexed queries rather than one `$or`, which the embedded server answers by a scan.
+        queries: list[dict[str, Any]] = [
+            {"status": {"$in": ["validating_files", "running"]}},
+            LAUNCHED,
+            {"stop_pending": True},
+        ]
+        found: dict[str, dict[str, Any]] = {}
         with mongo_errors():
-            docs = await self._jobs.find(query).sort([("created_at", ASCENDING)]).to_list()
+            for query in queries:
+                for doc in await self._jobs.find(query).to_list():
+                    found[doc["_id"]] = doc
+        docs = sorted(found.values(), key=lambda doc: (doc["created_at"], doc["_id"]))
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
+
+    async def mark_launch_state(self) -> None:
+        """Add `launched` to queued jobs stored before it existed (once, at start; few documents)."""
+        with mongo_errors():
+            missing = await self._jobs.find({"status": "queued", "launched": {"$exists": False}}).to_list()
+            for doc in missing:
+                launched = doc.get("ray_job_id") is not None
+                await self._jobs.update_one({"_id": doc["_id"]}, {"$set": {"launched": launched}})
 
     async def waiting_clients(self) -> builtins.list[str]:
         with mongo_errors():
@@ -78,6 +97,8 @@ class MongoJobRepository:
 
     async def update(self, *, job_id: str, expected: JobStatus, changes: JobChanges) -> Job | None:
         fields = changes.model_dump(mode="json", exclude_unset=True)
+        if "ray_job_id" in fields:
+            fields["launched"] = fields["ray_job_id"] is not None
         with mongo_errors():
             doc = await self._jobs.find_one_and_update(
                 {"_id": job_id, "status": expected}, {"$set": fields}, return_document=ReturnDocument.AFTER

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from studio.api.app import create_api
 from studio.app.container import open_services
@@ -22,13 +23,13 @@ ADMIN = {"Authorization": "Bearer test-admin-key-0123456789"}
 
 
 @asynccontextmanager
-async def running_api(
+async def started_app(
     settings: Settings,
     compute: Compute | None = None,
     model_servers: ModelServersByTarget | None = None,
     model_demand: ModelDemand | None = None,
-) -> AsyncIterator[httpx.AsyncClient]:
-    """Start the app's lifespan (connects the stores) and yield a client talking to it in-process."""
+) -> AsyncIterator[FastAPI]:
+    """Build the app from `settings` and run its lifespan (connects the stores) around the block."""
     assert settings.admin_key is not None and settings.store.mongo_url is not None
     admin_hash = hash_key(settings.admin_key.get_secret_value())
     mongo_url = settings.store.mongo_url.get_secret_value()
@@ -44,8 +45,23 @@ async def running_api(
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         max_body_bytes=settings.api.max_json_body_bytes,
+        max_inference_body_bytes=settings.api.max_inference_body_bytes,
+        max_upload_bytes=settings.datasets.max_upload_bytes,
+        max_part_bytes=settings.datasets.max_part_bytes,
     )
     async with app.router.lifespan_context(app):
+        yield app
+
+
+@asynccontextmanager
+async def running_api(
+    settings: Settings,
+    compute: Compute | None = None,
+    model_servers: ModelServersByTarget | None = None,
+    model_demand: ModelDemand | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app's lifespan (connects the stores) and yield a client talking to it in-process."""
+    async with started_app(settings, compute, model_servers, model_demand) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://studio") as client:
             yield client

@@ -20,6 +20,7 @@ from studio.app.container import open_job_runner
 from studio.backends.ray_cluster import RayClusterInfo
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.config import Settings
+from studio.ports import TrainingLauncher
 from studio.services.job_runner import JobRunner
 from studio.services.jobs import Compute
 from tests.api.conftest import new_client as make_client
@@ -53,30 +54,34 @@ class RunnerNotifier:
     def __init__(self, runner: JobRunner) -> None:
         self._runner = runner
 
-    async def wake(self) -> None:
-        self._runner.wake()
+    async def wake(self, client_id: str | None = None) -> None:
+        self._runner.wake(client_id)
 
 
 @dataclass
 class Stack:
     api: httpx.AsyncClient
     settings: Settings
-    launcher: RayJobLauncher
+    launcher: TrainingLauncher
     headers: dict[str, str]
     sdk: openai.AsyncOpenAI
 
 
 @asynccontextmanager
 async def jobs_stack(
-    settings: Settings, jobs_address: str, *, api_jobs_address: str | None = None
+    settings: Settings,
+    jobs_address: str,
+    *,
+    api_jobs_address: str | None = None,
+    launcher: TrainingLauncher | None = None,
 ) -> AsyncIterator[Stack]:
     """The API with compute, and the tracker's loop running in this process (the actor runs the same).
 
     `api_jobs_address` gives the API its own (say, unreachable) Jobs API address; the tracker keeps
-    `jobs_address`.
+    `jobs_address`. `launcher`: the tracker's and the API's launcher instead of the Jobs API's.
     """
     assert settings.store.mongo_url is not None
-    launcher = RayJobLauncher(jobs_address)
+    launcher = launcher or RayJobLauncher(jobs_address)
     api_launcher = RayJobLauncher(api_jobs_address, timeout_s=2) if api_jobs_address else launcher
     mongo_url = settings.store.mongo_url.get_secret_value()
     async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:
@@ -475,3 +480,54 @@ async def test_a_cancel_while_ray_is_unreachable_is_finished_by_the_tracker(
         assert state == "stopped" and done["status"] == "cancelled"
         messages = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
         assert "The Ray job could not be stopped yet; the tracker will stop it" in messages
+
+
+async def test_without_the_jobs_api_jobs_run_as_ray_actors(
+    tmp_path: Path, mongo_url: str, ray_cluster: str
+) -> None:
+    """The fallback: the Jobs API does not answer, so runs are detached actors; train, resume, cancel."""
+    from studio.backends.launchers import FallbackLauncher
+    from studio.backends.ray_actor_jobs import RayActorLauncher
+    from tests.servers import free_port
+
+    settings = make_settings(
+        tmp_path,
+        mongo_url=mongo_url,
+        tracker={"poll_interval_s": 0.5},
+        training={"checkpoint_every_steps": 4, "max_seq_len": 64},
+    )
+    launcher = FallbackLauncher(
+        RayJobLauncher(f"http://127.0.0.1:{free_port()}", timeout_s=2),  # nobody listens
+        RayActorLauncher(namespace=settings.ray.namespace),
+    )
+    async with jobs_stack(settings, ray_cluster, launcher=launcher) as ready:
+        file_id = await upload(ready, capitals())
+        job = await ready.sdk.fine_tuning.jobs.create(
+            model=TINY,
+            training_file=file_id,
+            hyperparameters=fast_lora(12, batch=2),  # type: ignore[arg-type]
+        )
+        running = await wait_for_job(ready, job.id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 8)
+        assert running["ray_job_id"].startswith("actor:") and running["resources"]["launcher"] == "actor"
+        process = training_process(str(settings.jobs_dir / job.id))
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)  # the run dies: the next attempt resumes from its checkpoint
+        finished = ("succeeded", "failed", "cancelled")
+        done = await wait_for_job(ready, job.id, lambda j: j["status"] in finished)
+        assert done["status"] == "succeeded" and done["attempts"] == 2, done
+        events = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=1000)]
+        assert any("Retrying from the checkpoint at step" in message for message in events), events
+
+        cancelled_job = await ready.sdk.fine_tuning.jobs.create(
+            model=TINY,
+            training_file=file_id,
+            hyperparameters=fast_lora(100, batch=1),  # type: ignore[arg-type]
+        )
+        running = await wait_for_job(ready, cancelled_job.id, lambda j: j["progress"]["step"] > 0)
+        await ready.sdk.fine_tuning.jobs.cancel(cancelled_job.id)
+        for _ in range(60):
+            state = (await launcher.status(running["ray_job_id"])).state
+            if state != "running":
+                break
+            await asyncio.sleep(0.5)
+        assert state == "stopped"

@@ -1,4 +1,5 @@
-"""`deployments/mini-studio.yaml`: core objects schema-valid, the Role exactly what the backend uses."""
+"""`deployments/mini-studio.yaml`: core objects (NetworkPolicies too) schema-valid, the Role exactly what the
+backend uses. What the NetworkPolicies admit is checked in test_cluster_config.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def documents() -> list[dict[str, Any]]:
 def test_core_objects_match_the_official_schemas_strictly() -> None:
     core = [doc for doc in documents() if doc["kind"] != "RayService"]
     assert {doc["kind"] for doc in core} == {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim"
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "NetworkPolicy"
     }  # fmt: skip
     for doc in core:
         validate_manifest(doc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -13,6 +15,23 @@ from studio.schemas.common import Page
 from studio.schemas.datasets import DatasetPreview, FileDeleted, FilePublic, ListOrder
 
 router = APIRouter(prefix="/v1", tags=["files"])
+# RFC 5987 `attr-char`s besides letters, digits and "_.-~", which `quote` always keeps.
+_ATTR_CHARS = "!#$&+^`|"
+
+
+def attachment_disposition(filename: str) -> str:
+    """Return a `Content-Disposition: attachment` value for any file name (RFC 6266).
+
+    `filename` is an ASCII fallback (accents dropped; other characters, quotes and `%` as `_`) for old
+    clients; `filename*` (RFC 5987) carries the exact name, UTF-8 and percent-encoded. Header values
+    are Latin-1, so the name itself could not be sent as it is.
+    """
+    plain = "".join(
+        char for char in unicodedata.normalize("NFKD", filename) if not unicodedata.combining(char)
+    )
+    fallback = "".join(char if " " <= char <= "~" and char not in '"%\\' else "_" for char in plain)
+    encoded = quote(filename, safe=_ATTR_CHARS)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 @router.post("/files")
@@ -57,7 +76,7 @@ async def file_content(file_id: str, principal: PrincipalDep, datasets: Datasets
         media_type="application/jsonl",
         headers={
             "Content-Length": str(dataset.bytes),
-            "Content-Disposition": f'attachment; filename="{dataset.filename}"',
+            "Content-Disposition": attachment_disposition(dataset.filename),
         },
     )
 
