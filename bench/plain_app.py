@@ -10,6 +10,7 @@ import os
 from fastapi import FastAPI
 
 from studio.api.app import create_api
+from studio.api.middleware import BodyLimits
 from studio.app.container import open_services
 from studio.config import load_settings
 from studio.domain.keys import hash_key
@@ -24,5 +25,5 @@ def create() -> FastAPI:
         lambda: open_services(settings, mongo_url=mongo_url, admin_key_hash=admin_hash),
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
-        max_body_bytes=settings.api.max_json_body_bytes,
+        body_limits=BodyLimits.from_settings(settings),
     )

@@ -33,49 +33,20 @@ import psutil
 
 from studio.app.builtin_models import builtin_models
 from studio.app.container import open_job_runner
-from studio.domain.ids import new_id
 from studio.schemas.clients import Client, ClientLimits
-from studio.schemas.jobs import Hyperparameters, Job
-from studio.stores.documents import to_document
 from studio.stores.mongo import MongoStore
-from studio.training.tiny_model import TINY_MODEL_NAME
+from studio.stores.mongo_jobs import job_document
 from tests.conftest import make_settings
 from tests.fakes import RecordingLauncher
+from tests.helpers import stored_job
 from tests.servers import mongo_server, mongo_url_of
 
 POLL_INTERVAL_S = 2.0
-HYPERPARAMETERS = Hyperparameters(
-    n_epochs=1,
-    batch_size=1,
-    learning_rate_multiplier=1.0,
-    fine_tuning_method="lora",
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    lora_target_modules=["q_proj"],
-)
 
 
 def job(client_id: str, created_at: int, *, running: bool) -> dict[str, Any]:
     """A stored job document, as `MongoJobRepository.insert` writes it (inserted in bulk here)."""
-    doc = to_document(
-        Job(
-            id=new_id("ftjob"),
-            client_id=client_id,
-            model=TINY_MODEL_NAME,
-            training_file="file-x",
-            validation_file=None,
-            status="running" if running else "queued",
-            ray_job_id=f"ray-{created_at}" if running else None,
-            attempts=1 if running else 0,
-            hyperparameters=HYPERPARAMETERS,
-            suffix=None,
-            seed=1,
-            created_at=created_at,
-        )
-    )
-    doc["launched"] = running
-    return doc
+    return job_document(stored_job(client_id, created_at=created_at, running=running))
 
 
 async def fill(store: MongoStore, database: Any, *, tenants: int, per_tenant: int) -> RecordingLauncher:

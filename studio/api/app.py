@@ -35,22 +35,14 @@ def create_api(
     *,
     cors_origins: list[str],
     cors_allow_credentials: bool,
-    max_body_bytes: int,
-    max_inference_body_bytes: int = 4 * 1024**2,
-    max_upload_bytes: int = 8 * 1024**3,
-    max_part_bytes: int = 64 * 1024**2,
+    body_limits: BodyLimits,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
 
-    Request bodies are limited by kind of route (`BodyLimits`): JSON bodies to `max_body_bytes`,
-    inference calls to `max_inference_body_bytes`, uploads to the file or part limit plus the form's
-    overhead (the defaults are `studio.config`'s). `echo_request_id=False` behind Serve's proxy,
-    which returns `X-Request-ID` itself.
+    Request bodies are limited by kind of route (`body_limits`, `BodyLimits.from_settings`).
+    `echo_request_id=False` behind Serve's proxy, which returns `X-Request-ID` itself.
     """
-    limits = BodyLimits(
-        json=max_body_bytes, inference=max_inference_body_bytes, upload=max_upload_bytes, part=max_part_bytes
-    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +61,7 @@ def create_api(
     # other middleware included), CORS (so browsers can read 401s and 413s), the auth gate (before
     # any body byte is read), the body limits, gzip.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(DeclaredSizeLimitMiddleware, limits=limits)
+    app.add_middleware(DeclaredSizeLimitMiddleware, limits=body_limits)
     app.add_middleware(AuthGate, services=lambda: getattr(app.state, "services", None), router=app.router)
     if cors_origins:
         app.add_middleware(

@@ -121,7 +121,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    # 413: a chunked body passed its limit while FastAPI read it (`DeclaredSizeLimitMiddleware`).
+    code = "payload_too_large" if exc.status_code == 413 else None
+    return error_response(exc.status_code, str(exc.detail), code=code, headers=dict(exc.headers or {}))
 
 
 def install_error_handlers(app: FastAPI) -> None:

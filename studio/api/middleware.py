@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studio.api.errors import studio_error_response
 from studio.api.multipart import MAX_FIELD_BYTES, MAX_PARTS
+from studio.config import Settings
 from studio.errors import PayloadTooLarge
 from studio.logs import ACCESS_LOGGER, client_id_var, request_id_var
 from studio.schemas.common import ErrorDetail, ErrorResponse
@@ -151,6 +152,16 @@ class BodyLimits:
     inference: int
     upload: int  # a whole file (`datasets.max_upload_bytes`)
     part: int  # one part of an upload (`datasets.max_part_bytes`)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodyLimits:
+        """Return the limits the settings give (`api.*_body_bytes`, `datasets.max_*_bytes`)."""
+        return cls(
+            json=settings.api.max_json_body_bytes,
+            inference=settings.api.max_inference_body_bytes,
+            upload=settings.datasets.max_upload_bytes,
+            part=settings.datasets.max_part_bytes,
+        )
 
     def for_path(self, path: str) -> int:
         """Return the limit for a route path: uploads get their file limit plus the form's overhead."""

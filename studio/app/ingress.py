@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from studio.api.app import create_api
+from studio.api.middleware import BodyLimits
 from studio.api.services import Services
 from studio.app.container import open_services
 from studio.app.embedded import embedded_mongo_url
@@ -42,10 +43,7 @@ class StudioIngress:
             self._open_services,
             cors_origins=api.cors_origins,
             cors_allow_credentials=api.cors_allow_credentials,
-            max_body_bytes=api.max_json_body_bytes,
-            max_inference_body_bytes=api.max_inference_body_bytes,
-            max_upload_bytes=self._settings.datasets.max_upload_bytes,
-            max_part_bytes=self._settings.datasets.max_part_bytes,
+            body_limits=BodyLimits.from_settings(self._settings),
             echo_request_id=False,
         )
 

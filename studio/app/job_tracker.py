@@ -74,7 +74,7 @@ class RoundMetrics:
     def __call__(self, stats: RoundStats) -> None:
         self._duration.set(stats.duration_s)
         self._followed.set(stats.followed)
-        if stats.waiting_clients or stats.launched:
+        if stats.waiting_clients is not None:
             self._waiting.set(stats.waiting_clients)
 
 

@@ -12,38 +12,11 @@ that times out but takes the submission later, after the fallback started the ac
 
 from __future__ import annotations
 
-import asyncio
-
-import ray
-from ray._private.ray_constants import KV_NAMESPACE_JOB
-from ray.dashboard.modules.job.common import JobInfoStorageClient
-from ray.experimental.internal_kv import _internal_kv_exists
-
-from studio.backends.ray_actor_jobs import RayActorLauncher
-from studio.backends.ray_jobs import RayJobLauncher
-from studio.domain.jobs import ACTOR_ID_PREFIX, LaunchMode, launcher_of
+from studio.backends.ray_actor_jobs import RayActorLauncher, actor_launch_id
+from studio.backends.ray_jobs import RayJobLauncher, jobs_api_has_run
+from studio.domain.jobs import LaunchMode, launcher_of
 from studio.errors import Unavailable
 from studio.schemas.jobs import LaunchStatus
-
-
-async def jobs_api_has_run(submission_id: str, *, timeout_s: float) -> bool:
-    """Return whether the Jobs API recorded `submission_id`, read from the GCS (no dashboard needed).
-
-    The Jobs API keeps one record per submission in the GCS key-value store, written before its job
-    starts and kept after it ends. Raises Unavailable when the GCS does not answer in time.
-    """
-    key = JobInfoStorageClient.JOB_DATA_KEY.format(job_id=submission_id)
-
-    def exists() -> bool:
-        return bool(_internal_kv_exists(key, namespace=KV_NAMESPACE_JOB))
-
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await asyncio.to_thread(exists)
-    except TimeoutError as exc:
-        raise Unavailable("the Ray cluster did not answer in time") from exc
-    except ray.exceptions.RayError as exc:
-        raise Unavailable(f"the Ray cluster failed: {exc}") from exc
 
 
 class FallbackLauncher:
@@ -83,7 +56,7 @@ class FallbackLauncher:
         """
         # An actor of this submission means it was started (or adopted) through the fallback before.
         if await self._fallback.has_run(submission_id):
-            return ACTOR_ID_PREFIX + submission_id
+            return actor_launch_id(submission_id)
 
         async def through(launcher: RayJobLauncher | RayActorLauncher) -> str:
             return await launcher.submit(
@@ -106,29 +79,22 @@ class FallbackLauncher:
             return submission_id
         return await through(self._fallback)
 
+    def _launcher_of(self, ray_job_id: str) -> RayJobLauncher | RayActorLauncher:
+        """Return the launcher that started `ray_job_id`, whatever the mode is now."""
+        return self._fallback if launcher_of(ray_job_id) == "actor" else self._primary
+
     async def status(self, ray_job_id: str) -> LaunchStatus:
         """Return the run's state from the launcher that started it. Raises NotFound, Unavailable."""
-        if launcher_of(ray_job_id) == "actor":
-            return await self._fallback.status(ray_job_id)
-        return await self._primary.status(ray_job_id)
+        return await self._launcher_of(ray_job_id).status(ray_job_id)
 
     async def stop(self, ray_job_id: str) -> bool:
         """Stop the run through the launcher that started it; return whether it was running."""
-        if launcher_of(ray_job_id) == "actor":
-            return await self._fallback.stop(ray_job_id)
-        return await self._primary.stop(ray_job_id)
+        return await self._launcher_of(ray_job_id).stop(ray_job_id)
 
     async def logs(self, ray_job_id: str) -> str:
         """Return the run's whole log from the launcher that started it. Raises NotFound."""
-        if launcher_of(ray_job_id) == "actor":
-            return await self._fallback.logs(ray_job_id)
-        return await self._primary.logs(ray_job_id)
+        return await self._launcher_of(ray_job_id).logs(ray_job_id)
 
     async def release(self, ray_job_id: str) -> bool:
-        """Free what an ended run still holds (an actor's status and log); return whether it held any.
-
-        Ray jobs hold nothing worth freeing here: False.
-        """
-        if launcher_of(ray_job_id) == "actor":
-            return await self._fallback.release(ray_job_id)
-        return False
+        """Free what an ended run still holds (an actor and its resources); return whether it held any."""
+        return await self._launcher_of(ray_job_id).release(ray_job_id)

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import ray
 
+from studio.backends.ray_calls import in_thread
 from studio.backends.ray_jobs import JOB_ENV
 from studio.domain.jobs import ACTOR_ID_PREFIX
 from studio.errors import NotFound, Unavailable
@@ -236,13 +237,7 @@ class RayActorLauncher:
         self._idle_ttl_s = idle_ttl_s
 
     async def _blocking(self, func: Callable[[], T]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await asyncio.to_thread(func)
-        except TimeoutError as exc:
-            raise Unavailable("the Ray cluster did not answer in time") from exc
-        except ray.exceptions.RayError as exc:
-            raise Unavailable(f"the Ray cluster failed: {exc}") from exc
+        return await in_thread(func, timeout_s=self._timeout_s)
 
     async def _ask(self, launch_id: str, call: Callable[[], Any]) -> Any:
         """Await an actor method call; a dead actor is NotFound."""

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from studio.config import TrackerSettings, TrainingSettings
 from studio.domain.ids import unix_now
@@ -53,6 +54,7 @@ from studio.services.job_journal import JobJournal
 from studio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ class RoundStats:
 
     duration_s: float
     followed: int
-    waiting_clients: int
+    waiting_clients: int | None  # None: not looked at (no room to launch)
     launched: int
 
 
@@ -160,6 +162,7 @@ class JobRunner:
         followed = await self._jobs.list_followed()
         for job in followed:
             await self._guarded(job, self.advance)
+        # Read again: the jobs that ended in this round free their slots for the launches.
         waiting, launched = await self._launch_from_queue(await self._jobs.list_followed())
         stats = RoundStats(
             duration_s=time.perf_counter() - started,
@@ -167,16 +170,15 @@ class JobRunner:
             waiting_clients=waiting,
             launched=launched,
         )
-        log.debug(
-            "job round took %.1f ms", stats.duration_s * 1000,
-            extra={"followed": stats.followed, "waiting_clients": waiting, "launched": launched},
-        )  # fmt: skip
+        extra = {"followed": stats.followed, "waiting_clients": waiting, "launched": launched}
+        log.debug("job round took %.1f ms", stats.duration_s * 1000, extra=extra)
         if self._on_round is not None:
             self._on_round(stats)
         return stats
 
-    async def _guarded(self, job: Job, step: Callable[[Job], Awaitable[object]]) -> object:
-        """Run `step(job)`; a dependency down is logged, a bug fails the job after a few rounds."""
+    async def _guarded(self, job: Job, step: Callable[[Job], Awaitable[T]]) -> T | None:
+        """Return `step(job)`, or None when it raised: a dependency down is logged (the next round
+        tries again), a bug fails the job after `MAX_UNEXPECTED_ERRORS` rounds in a row."""
         try:
             result = await step(job)
             self._errors.pop(job.id, None)
@@ -197,18 +199,22 @@ class JobRunner:
         return None
 
     async def _waiting_clients(self) -> list[str]:
+        """Return the clients with waiting jobs: as last read, unless forgotten or `queue_refresh_s` old."""
         now = time.monotonic()
         if self._waiting is None or now - self._waiting_read_at > self._tracker.queue_refresh_s:
             self._waiting = await self._jobs.waiting_clients()
             self._waiting_read_at = now
         return list(self._waiting)
 
-    async def _launch_from_queue(self, followed: list[Job]) -> tuple[int, int]:
-        """Launch waiting jobs in the fair order while Ray has room; return (waiting clients, launched)."""
+    async def _launch_from_queue(self, followed: list[Job]) -> tuple[int | None, int]:
+        """Launch waiting jobs in the fair order while Ray has room; return (waiting clients, launched).
+
+        The waiting clients are None when there was no room, so the queue was not looked at.
+        """
         pending = sum(1 for job in followed if job.status == "queued" and job.ray_job_id is not None)
         budget = launch_budget(pending=pending, max_pending=self._tracker.max_pending_launches)
         if budget == 0:
-            return 0, 0
+            return None, 0
         clients = await self._waiting_clients()
         holding = Counter(job.client_id for job in followed if job.ray_job_id is not None)
         limits = {

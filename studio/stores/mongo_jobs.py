@@ -20,7 +20,8 @@ WAITING: dict[str, Any] = {"status": "queued", "launched": False}
 LAUNCHED: dict[str, Any] = {"status": "queued", "launched": True}
 
 
-def _document(job: Job) -> dict[str, Any]:
+def job_document(job: Job) -> dict[str, Any]:
+    """Return the stored document of `job`, with its `launched` flag."""
     doc = to_document(job)
     doc["launched"] = job.ray_job_id is not None
     return doc
@@ -32,7 +33,7 @@ class MongoJobRepository:
 
     async def insert(self, job: Job) -> None:
         with mongo_errors():
-            await self._jobs.insert_one(_document(job))
+            await self._jobs.insert_one(job_document(job))
 
     async def get(self, *, client_id: str, job_id: str) -> Job | None:
         with mongo_errors():
@@ -68,12 +69,11 @@ class MongoJobRepository:
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
 
     async def mark_launch_state(self) -> None:
-        """Add `launched` to queued jobs stored before it existed (once, at start; few documents)."""
+        """Add `launched` to queued jobs stored before it existed (at start; a no-op once done)."""
+        missing = {"status": "queued", "launched": {"$exists": False}}
         with mongo_errors():
-            missing = await self._jobs.find({"status": "queued", "launched": {"$exists": False}}).to_list()
-            for doc in missing:
-                launched = doc.get("ray_job_id") is not None
-                await self._jobs.update_one({"_id": doc["_id"]}, {"$set": {"launched": launched}})
+            await self._jobs.update_many({**missing, "ray_job_id": None}, {"$set": {"launched": False}})
+            await self._jobs.update_many(missing, {"$set": {"launched": True}})
 
     async def waiting_clients(self) -> builtins.list[str]:
         with mongo_errors():

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from studio.api.app import create_api
+from studio.api.middleware import BodyLimits
 from studio.app.container import open_services
 from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
@@ -44,10 +45,7 @@ async def started_app(
         ),
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
-        max_body_bytes=settings.api.max_json_body_bytes,
-        max_inference_body_bytes=settings.api.max_inference_body_bytes,
-        max_upload_bytes=settings.datasets.max_upload_bytes,
-        max_part_bytes=settings.datasets.max_part_bytes,
+        body_limits=BodyLimits.from_settings(settings),
     )
     async with app.router.lifespan_context(app):
         yield app

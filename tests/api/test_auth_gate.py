@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from studio.api.app import create_api
+from studio.api.middleware import BodyLimits
 from studio.api.services import Services
 from studio.config import Settings
 from studio.schemas.clients import Principal
@@ -151,7 +152,12 @@ def _never_started() -> AbstractAsyncContextManager[Services]:
 
 
 async def test_while_starting_requests_go_on_to_the_503() -> None:
-    app = create_api(_never_started, cors_origins=[], cors_allow_credentials=False, max_body_bytes=1024**2)
+    app = create_api(
+        _never_started,
+        cors_origins=[],
+        cors_allow_credentials=False,
+        body_limits=BodyLimits(json=1024**2, inference=4 * 1024**2, upload=1024**3, part=64 * 1024**2),
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://studio") as api:
         for response in (await api.get("/v1/me"), await api.get("/admin/clients", headers=ADMIN)):
             assert_error(response, 503, "service_unavailable")

@@ -58,7 +58,7 @@ async def test_chunked_octet_stream_over_the_inference_limit_is_413(tmp_path: Pa
             "/v1/chat/completions", content=chunked(256 * KIB), headers={**OCTETS, **headers}
         )
     error = assert_error(response, 413)
-    assert error["type"] == "invalid_request_error"
+    assert error["type"] == "invalid_request_error" and error["code"] == "payload_too_large"
 
 
 async def test_declared_sizes_over_the_route_limit_are_413_before_reading(

@@ -28,6 +28,7 @@ from tests.api.conftest import running_api
 from tests.api.datasets_data import jsonl
 from tests.api.test_datasets import sdk
 from tests.conftest import S3Endpoint, make_settings
+from tests.helpers import state_after_running
 
 pytestmark = pytest.mark.integration
 
@@ -250,12 +251,7 @@ async def test_cancel_stops_the_ray_job_and_keeps_checkpoints(stack: Stack) -> N
     running = await wait_for_job(stack, job_id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 4)
     cancelled = await stack.api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=stack.headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    for _ in range(60):
-        state = (await stack.launcher.status(running["ray_job_id"])).state
-        if state != "running":
-            break
-        await asyncio.sleep(0.5)
-    assert state == "stopped"
+    assert await state_after_running(stack.launcher, running["ray_job_id"]) == "stopped"
     await asyncio.sleep(1.5)  # the tracker's rounds must leave it cancelled
     final = (await stack.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=stack.headers)).json()
     assert final["status"] == "cancelled" and final["fine_tuned_model"] is None
@@ -471,11 +467,7 @@ async def test_a_cancel_while_ray_is_unreachable_is_finished_by_the_tracker(
                 break
             await asyncio.sleep(0.5)
         assert stopped_message in messages
-        for _ in range(60):
-            state = (await ready.launcher.status(running["ray_job_id"])).state
-            if state != "running":
-                break
-            await asyncio.sleep(0.5)
+        state = await state_after_running(ready.launcher, running["ray_job_id"])
         done = (await ready.api.get(f"/v1/fine_tuning/jobs/{job.id}", headers=ready.headers)).json()
         assert state == "stopped" and done["status"] == "cancelled"
         messages = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
@@ -525,9 +517,4 @@ async def test_without_the_jobs_api_jobs_run_as_ray_actors(
         )
         running = await wait_for_job(ready, cancelled_job.id, lambda j: j["progress"]["step"] > 0)
         await ready.sdk.fine_tuning.jobs.cancel(cancelled_job.id)
-        for _ in range(60):
-            state = (await launcher.status(running["ray_job_id"])).state
-            if state != "running":
-                break
-            await asyncio.sleep(0.5)
-        assert state == "stopped"
+        assert await state_after_running(launcher, running["ray_job_id"]) == "stopped"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,17 +32,31 @@ def wait_for(
         time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    headers: dict[str, str]
+    sdk: openai.OpenAI
+    file_id: str
+
+
+def new_tenant(serve_app: ServeApp, http: httpx.Client, name: str) -> Tenant:
+    """Create a client with a key through the admin API, and upload the capitals file as it."""
+    tenant = http.post("/admin/clients", json={"name": name}, headers=serve_app.admin).json()
+    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
+    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
+    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
+    return Tenant(tenant["id"], {"Authorization": f"Bearer {key}"}, sdk, file_id)
+
+
 def test_a_job_survives_a_redeploy_of_the_serve_app(serve_app: ServeApp, http: httpx.Client) -> None:
     from ray import serve
 
-    tenant = http.post("/admin/clients", json={"name": "jobs"}, headers=serve_app.admin).json()
-    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
-    headers = {"Authorization": f"Bearer {key}"}
-    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
-    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
-    job = sdk.fine_tuning.jobs.create(
+    tenant = new_tenant(serve_app, http, "jobs")
+    headers = tenant.headers
+    job = tenant.sdk.fine_tuning.jobs.create(
         model=TINY,
-        training_file=file_id,
+        training_file=tenant.file_id,
         method={
             "type": "supervised",
             "supervised": {
@@ -58,19 +73,16 @@ def test_a_job_survives_a_redeploy_of_the_serve_app(serve_app: ServeApp, http: h
     serve.run(build_app_from_settings(settings), name=settings.serving.app_name, route_prefix="/")
     done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
-    assert done["fine_tuned_model"].startswith(f"ft:{TINY}:{tenant['id']}::")
+    assert done["fine_tuned_model"].startswith(f"ft:{TINY}:{tenant.id}::")
     assert done["progress"]["step"] == done["progress"]["total_steps"] == 6 * 64
 
 
 def test_a_killed_tracker_comes_back_and_finishes_the_job(serve_app: ServeApp, http: httpx.Client) -> None:
-    tenant = http.post("/admin/clients", json={"name": "tracker-kill"}, headers=serve_app.admin).json()
-    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
-    headers = {"Authorization": f"Bearer {key}"}
-    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
-    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
-    job = sdk.fine_tuning.jobs.create(
+    tenant = new_tenant(serve_app, http, "tracker-kill")
+    headers = tenant.headers
+    job = tenant.sdk.fine_tuning.jobs.create(
         model=TINY,
-        training_file=file_id,
+        training_file=tenant.file_id,
         hyperparameters={"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 50},
     )
     settings = serve_app.settings

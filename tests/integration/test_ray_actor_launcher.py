@@ -3,64 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import psutil
 import pytest
 import ray
 
-from studio.backends.launchers import FallbackLauncher, jobs_api_has_run
+from studio.backends.launchers import FallbackLauncher
 from studio.backends.ray_actor_jobs import RayActorLauncher, actor_name
-from studio.backends.ray_jobs import RayJobLauncher
+from studio.backends.ray_jobs import RayJobLauncher, jobs_api_has_run
 from studio.domain.ids import new_id
 from studio.domain.jobs import classify_exit, launcher_of
 from studio.errors import NotFound
-from studio.schemas.jobs import LaunchStatus
-from studio.training import ensure_tiny_model
-from tests.api.datasets_data import chat_rows, jsonl
+from tests.helpers import events_of, job_config, wait_until_done
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "studio-actor-launcher-tests"
-Launcher = RayActorLauncher | FallbackLauncher
-
-
-def job_config(tmp_path: Path, *, epochs: int) -> Path:
-    model = ensure_tiny_model(tmp_path / "tiny")
-    (tmp_path / "train.jsonl").write_bytes(jsonl(chat_rows(32)))
-    config = {
-        "base_model": str(model),
-        "training_file": str(tmp_path / "train.jsonl"),
-        "output_dir": str(tmp_path / "out"),
-        "method": "lora",
-        "n_epochs": epochs,
-        "batch_size": 8,
-        "learning_rate": 0.02,
-        "max_seq_len": 128,
-        "checkpoint_every_steps": 2,
-    }
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def events_of(logs: str) -> list[dict[str, object]]:
-    return [
-        json.loads(line.split(" ", 1)[1])
-        for line in logs.splitlines()
-        if line.startswith("MINISTUDIO_EVENT ")
-    ]
-
-
-async def wait_until_done(launcher: Launcher, launch_id: str) -> LaunchStatus:
-    for _ in range(600):
-        status = await launcher.status(launch_id)
-        if status.state in {"succeeded", "failed", "stopped"}:
-            return status
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"run {launch_id} did not finish")
 
 
 async def wait_until_training(launcher: RayActorLauncher, launch_id: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -11,40 +12,10 @@ import pytest
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.ids import new_id
 from studio.errors import NotFound, Unavailable
-from studio.schemas.jobs import LaunchStatus
-from studio.training import ensure_tiny_model
-from tests.api.datasets_data import chat_rows, jsonl
+from tests.helpers import events_of, job_config, wait_until_done
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def job_config(tmp_path: Path, *, epochs: int) -> Path:
-    model = ensure_tiny_model(tmp_path / "tiny")
-    (tmp_path / "train.jsonl").write_bytes(jsonl(chat_rows(32)))
-    config = {
-        "base_model": str(model),
-        "training_file": str(tmp_path / "train.jsonl"),
-        "output_dir": str(tmp_path / "out"),
-        "method": "lora",
-        "n_epochs": epochs,
-        "batch_size": 8,
-        "learning_rate": 0.02,
-        "max_seq_len": 128,
-        "checkpoint_every_steps": 2,
-    }
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
-async def wait_until_done(launcher: RayJobLauncher, ray_job_id: str) -> LaunchStatus:
-    for _ in range(600):
-        status = await launcher.status(ray_job_id)
-        if status.state in {"succeeded", "failed", "stopped"}:
-            return status
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"Ray job {ray_job_id} did not finish")
 
 
 async def test_training_runs_as_a_ray_job(ray_cluster: str, tmp_path: Path) -> None:
@@ -59,11 +30,7 @@ async def test_training_runs_as_a_ray_job(ray_cluster: str, tmp_path: Path) -> N
     status = await wait_until_done(launcher, submitted)
     logs = await launcher.logs(submitted)
     assert status.state == "succeeded", logs[-2000:]
-    events = [
-        json.loads(line.split(" ", 1)[1])
-        for line in logs.splitlines()
-        if line.startswith("MINISTUDIO_EVENT ")
-    ]
+    events = events_of(logs)
     assert [event for event in events if event["type"] == "checkpoint"]
     (result,) = [event for event in events if event["type"] == "result"]
     assert result["steps"] == 8 and await asyncio.to_thread(Path(result["final_path"]).is_dir)
@@ -92,3 +59,28 @@ async def test_unreachable_jobs_api_is_unavailable() -> None:
     launcher = RayJobLauncher(f"http://127.0.0.1:{free_port()}", timeout_s=5)
     with pytest.raises(Unavailable):
         await launcher.status("anything")
+
+
+async def test_a_jobs_api_that_refuses_the_token_is_unavailable_naming_it() -> None:
+    """A dashboard with Ray's token authentication answers 401 to a caller without the token."""
+
+    class TokenRequired(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"Unauthorized: Missing authentication token"
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenRequired)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        launcher = RayJobLauncher(f"http://127.0.0.1:{server.server_port}", timeout_s=5)
+        with pytest.raises(Unavailable, match="RAY_AUTH_MODE=token"):
+            await launcher.status("anything")
+    finally:
+        server.shutdown()

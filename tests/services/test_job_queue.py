@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from studio.app.builtin_models import builtin_models
 from studio.app.container import open_job_runner
@@ -18,23 +20,12 @@ from studio.config import Settings
 from studio.domain.ids import new_id
 from studio.schemas.clients import Client, ClientLimits
 from studio.schemas.datasets import Dataset, S3Mirror
-from studio.schemas.jobs import Hyperparameters, Job
 from studio.services.job_runner import JobRunner
+from studio.stores.documents import to_document
 from studio.stores.mongo import MongoStore
-from studio.training.tiny_model import TINY_MODEL_NAME
 from tests.conftest import make_settings
 from tests.fakes import RecordingLauncher
-
-HYPERPARAMETERS = Hyperparameters(
-    n_epochs=1,
-    batch_size=1,
-    learning_rate_multiplier=1.0,
-    fine_tuning_method="lora",
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    lora_target_modules=["q_proj"],
-)
+from tests.helpers import stored_job
 
 
 @dataclass
@@ -71,18 +62,7 @@ class Queue:
         ids = []
         for _ in range(count):
             self.clock += 1
-            job = Job(
-                id=new_id("ftjob"),
-                client_id=client_id,
-                model=TINY_MODEL_NAME,
-                training_file=f"file-{client_id}",
-                validation_file=None,
-                status="queued",
-                hyperparameters=HYPERPARAMETERS,
-                suffix=None,
-                seed=1,
-                created_at=self.clock,
-            )
+            job = stored_job(client_id, created_at=self.clock, file_id=f"file-{client_id}")
             await self.store.jobs.insert(job)
             ids.append(job.id)
         return ids
@@ -149,3 +129,27 @@ async def test_a_client_at_its_limit_waits_while_others_launch(queue: Queue) -> 
     launched = queue.launcher.job_ids()
     assert [job for job in launched if job in capped_jobs] == capped_jobs[:1]
     assert [job for job in launched if job in other_jobs] == other_jobs
+
+
+async def test_jobs_stored_before_the_launched_flag_are_queued_and_followed(queue: Queue) -> None:
+    client = await queue.client("old", max_concurrent_jobs=5)
+    waiting, launched = (stored_job(client, created_at=t, running=t == 2) for t in (1, 2))
+    launched = launched.model_copy(update={"status": "queued"})  # launched, Ray not running it yet
+    # As an earlier Mini Studio stored them: no `launched` field.
+    assert queue.settings.store.mongo_url is not None
+    url = queue.settings.store.mongo_url.get_secret_value()
+    raw: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        jobs = raw[queue.settings.store.database]["fine_tuning_jobs"]
+        await jobs.insert_many([to_document(waiting), to_document(launched)])
+    finally:
+        await raw.close()
+    assert client not in await queue.store.jobs.waiting_clients()
+
+    reconnected = await MongoStore.connect(url, queue.settings.store)
+    try:
+        assert client in await reconnected.jobs.waiting_clients()
+        assert (await reconnected.jobs.next_waiting(client)) == waiting
+        assert launched.id in [job.id for job in await reconnected.jobs.list_followed()]
+    finally:
+        await reconnected.close()
