@@ -37,6 +37,7 @@ from studio.services.job_runner import JobRunner, RoundStats
 
 log = logging.getLogger(__name__)
 RESTART_DELAY_S = 5.0
+STOP_TIMEOUT_S = 30.0
 
 
 def jobs_api_address(settings: Settings) -> str:
@@ -103,12 +104,25 @@ class JobTrackerActor:
             self._settings, self._issued_at = settings, issued_at
             if changed and self._task is not None and not self._task.done():
                 log.info("new settings from a redeployed Mini Studio; restarting the tracker's loop")
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await self._stop_loop()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._main(self._settings))
         return self._runner is not None
+
+    async def _stop_loop(self) -> None:
+        """End the running loop: running rounds finish theirs (a bounded wait), one still connecting
+        (say, with a password that no longer works) is cancelled at once."""
+        task = self._task
+        if task is None:
+            return
+        if self._runner is not None and self._deployments is not None:
+            self._runner.stop()
+            self._deployments.stop()
+            await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not task.done():
+            # Bounded too: a cancel that lands inside a database call can be swallowed by the driver.
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
 
     async def wake(self, client_id: str | None = None) -> None:
         await self.start()

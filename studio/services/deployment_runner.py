@@ -48,14 +48,20 @@ class DeploymentRunner:
         self._ready_checked_at = float("-inf")
         self._wake = asyncio.Event()
         self._steps: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
 
     def wake(self) -> None:
         """Start the next round now."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End `run` after the round in progress (steps already started run on)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Run rounds forever (until cancelled)."""
-        while True:
+        """Run rounds until `stop` (or cancelled)."""
+        while not self._stopping:
             try:
                 await self.round()
             except StudioError as exc:  # the store is down: try again next round

@@ -26,6 +26,7 @@ class RoutingTable:
         self._version = -1
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def lookup(self, model: str) -> Deployment | None:
         """Return the deployment that serves `model`, as of the last reload."""
@@ -39,6 +40,9 @@ class RoutingTable:
             self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
+        # The flag as well as the cancel: a cancel that lands inside a database call can be swallowed
+        # by the driver, and the loop would then go on (and this `await` never return).
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -67,7 +71,7 @@ class RoutingTable:
                 await asyncio.wait_for(self._changed.wait(), timeout=timeout_s)
 
     async def _follow(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._refresh_s)
             try:
                 await self.refresh()
