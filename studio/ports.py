@@ -26,6 +26,7 @@ from studio.schemas.jobs import (
     JobEvent,
     LaunchStatus,
 )
+from studio.schemas.queue import QueueSummary
 
 
 class ClientRepository(Protocol):
@@ -194,8 +195,24 @@ class JobRepository(Protocol):
         cancelled with their Ray job still to stop. Jobs waiting in the queue are not among them."""
         ...
 
-    async def waiting_clients(self) -> builtins.list[str]:
-        """Return the ids of the clients with jobs waiting in the queue (queued, not launched), sorted."""
+    async def waiting_counts(self) -> dict[str, int]:
+        """Return how many jobs each client has waiting in the queue (queued, not launched)."""
+        ...
+
+    async def count_ahead(self, job: Job) -> int:
+        """Return how many of its client's waiting jobs launch before `job` (a waiting job)."""
+        ...
+
+    async def mean_run_seconds(self, *, sample: int) -> float | None:
+        """Return the mean run time of the last `sample` succeeded jobs, or None when there are none."""
+        ...
+
+    async def put_queue_summary(self, summary: QueueSummary) -> None:
+        """Store the tracker's summary of the queue (one document, replaced)."""
+        ...
+
+    async def queue_summary(self) -> QueueSummary | None:
+        """Return the tracker's last summary of the queue, or None before its first."""
         ...
 
     async def next_waiting(self, client_id: str) -> Job | None:

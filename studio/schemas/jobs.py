@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.domain.jobs import ErrorKind, JobStatus, LauncherKind
+from studio.domain.queue import MAX_PRIORITY, MIN_PRIORITY
+from studio.schemas.queue import QueuePosition
 
 Auto = Literal["auto"]
 PositiveEpochs = Annotated[int, Field(ge=1, le=100)]
@@ -62,6 +64,12 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(default=None, max_length=40)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
+    priority: int = Field(
+        default=0,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="Mini Studio: orders the client's own queued jobs (higher first); never other clients'",
+    )
 
     @model_validator(mode="after")
     def _one_hyperparameter_spelling(self) -> JobCreate:
@@ -173,6 +181,10 @@ class Job(BaseModel):
     # Cancelled while its Ray job could not be stopped (Jobs API down): the tracker stops it later.
     stop_pending: bool = False
     launcher: LauncherKind | None = None
+    # The queue's order within a client: higher `priority` first, then creation order. `created_ns`
+    # breaks ties inside one second (`created_at` is OpenAI's whole seconds); 0 on older documents.
+    priority: int = 0
+    created_ns: int = 0
     created_at: int
     started_at: int | None = None
     finished_at: int | None = None
@@ -222,7 +234,8 @@ class PublicError(BaseModel):
 
 
 class JobPublic(BaseModel):
-    """OpenAI's `fine_tuning.job`, plus Mini Studio's `ray_job_id`, `resources`, `progress`, `attempts`."""
+    """OpenAI's `fine_tuning.job`, plus Mini Studio's `ray_job_id`, `resources`, `progress`, `attempts`,
+    `priority` and, for a job waiting in the queue, `queue`."""
 
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     id: str
@@ -250,9 +263,12 @@ class JobPublic(BaseModel):
     attempts: int
     resources: JobResources | None
     progress: JobProgress
+    priority: int
+    queue: QueuePosition | None = None
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, *, queue: QueuePosition | None = None) -> JobPublic:
+        """Return `job` as the API shows it; `queue`: where it waits (on the retrieve route only)."""
         hp = job.hyperparameters
         public_hp = PublicHyperparameters(
             n_epochs=hp.n_epochs,
@@ -290,6 +306,8 @@ class JobPublic(BaseModel):
                 job.resources.model_copy(update={"launcher": job.launcher}) if job.resources else None
             ),
             progress=job.progress,
+            priority=job.priority,
+            queue=queue,
         )
 
 

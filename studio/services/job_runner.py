@@ -50,6 +50,7 @@ from studio.schemas.jobs import (
     JobProgress,
     LaunchStatus,
 )
+from studio.schemas.queue import QueueSummary
 from studio.services.job_journal import JobJournal
 from studio.training.config import TrainConfig
 
@@ -71,6 +72,8 @@ RoundObserver = Callable[[RoundStats], None]
 PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
 # Rounds in a row that may fail on one job with an unexpected error before the job is failed.
 MAX_UNEXPECTED_ERRORS = 3
+# Succeeded jobs whose run times give the queue's estimated start times.
+RUN_TIME_SAMPLE = 50
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -119,18 +122,20 @@ class JobRunner:
         # Launch counter per client: the fair order serves the least recently served client first.
         self._launches = itertools.count()
         self._last_launch: dict[str, int] = {}
-        # The clients with waiting jobs, as last read (a `distinct` over the queue, which costs in
-        # proportion to it): kept between rounds, extended by `wake(client_id)`, read again on any
-        # other wake-up or after `queue_refresh_s`; a client found with nothing waiting is dropped.
-        self._waiting: list[str] | None = None
+        # The clients with waiting jobs and how many, as last read (a count over the queue, which
+        # costs in proportion to it): kept between rounds, counted up by `wake(client_id)` and down by
+        # launches, read again on any other wake-up or after `queue_refresh_s`, when it is also
+        # published for the ingress (`QueueSummary`); a client found with nothing waiting is dropped.
+        self._waiting: dict[str, int] | None = None
         self._waiting_read_at = float("-inf")
+        self._published_at = float("-inf")
 
     def wake(self, client_id: str | None = None) -> None:
         """Start the next round now. `client_id`: a client that just queued a job (else: any change)."""
         if client_id is None:
             self._waiting = None
-        elif self._waiting is not None and client_id not in self._waiting:
-            self._waiting.append(client_id)
+        elif self._waiting is not None:
+            self._waiting[client_id] = self._waiting.get(client_id, 0) + 1
         self._wake.set()
 
     def stop(self) -> None:
@@ -163,7 +168,9 @@ class JobRunner:
         for job in followed:
             await self._guarded(job, self.advance)
         # Read again: the jobs that ended in this round free their slots for the launches.
-        waiting, launched = await self._launch_from_queue(await self._jobs.list_followed())
+        now_followed = await self._jobs.list_followed()
+        waiting, launched = await self._launch_from_queue(now_followed)
+        await self._publish_queue(now_followed)
         stats = RoundStats(
             duration_s=time.perf_counter() - started,
             followed=len(followed),
@@ -198,13 +205,28 @@ class JobRunner:
                 del self._errors[job.id]
         return None
 
-    async def _waiting_clients(self) -> list[str]:
-        """Return the clients with waiting jobs: as last read, unless forgotten or `queue_refresh_s` old."""
+    async def _waiting_clients(self) -> dict[str, int]:
+        """Return the clients with waiting jobs and how many: as last read, unless forgotten or
+        `queue_refresh_s` old."""
         now = time.monotonic()
         if self._waiting is None or now - self._waiting_read_at > self._tracker.queue_refresh_s:
-            self._waiting = await self._jobs.waiting_clients()
+            self._waiting = await self._jobs.waiting_counts()
             self._waiting_read_at = now
-        return list(self._waiting)
+        return dict(self._waiting)
+
+    async def _publish_queue(self, followed: list[Job]) -> None:
+        """Write the queue's summary (where waiting jobs stand) every `queue_refresh_s`."""
+        now = time.monotonic()
+        if now - self._published_at < self._tracker.queue_refresh_s:
+            return
+        summary = QueueSummary(
+            waiting=await self._waiting_clients(),
+            running=sum(1 for job in followed if job.status == "running"),
+            mean_run_s=await self._jobs.mean_run_seconds(sample=RUN_TIME_SAMPLE),
+            updated_at=unix_now(),
+        )
+        await self._jobs.put_queue_summary(summary)
+        self._published_at = now
 
     async def _launch_from_queue(self, followed: list[Job]) -> tuple[int | None, int]:
         """Launch waiting jobs in the fair order while Ray has room; return (waiting clients, launched).
@@ -219,12 +241,12 @@ class JobRunner:
         holding = Counter(job.client_id for job in followed if job.ray_job_id is not None)
         limits = {
             client.id: 0 if client.disabled else client.limits.max_concurrent_jobs
-            for client in await self._clients.get_clients(clients)
+            for client in await self._clients.get_clients(list(clients))
         }  # a client deleted or disabled launches nothing
         launched = 0
-        eligible = list(clients)
+        eligible = clients
         while launched < budget and eligible:  # passes round the clients, one job each per pass
-            next_pass = []
+            next_pass: dict[str, int] = {}
             for client_id in fair_order(eligible, last_launch=self._last_launch):
                 if launched >= budget:
                     break
@@ -232,17 +254,20 @@ class JobRunner:
                     continue  # its jobs wait for one of its running jobs to finish
                 job = await self._jobs.next_waiting(client_id)
                 if job is None:
-                    if self._waiting is not None and client_id in self._waiting:
-                        self._waiting.remove(client_id)
+                    if self._waiting is not None:
+                        self._waiting.pop(client_id, None)
                     continue
                 outcome = await self._guarded(job, self._launch)
                 if outcome is None:  # Ray or the store failing: the next round tries again
                     return len(clients), launched
+                if self._waiting is not None and client_id in self._waiting:
+                    self._waiting[client_id] = max(0, self._waiting[client_id] - 1)
                 if outcome:
                     launched += 1
                     holding[client_id] += 1
                     self._last_launch[client_id] = next(self._launches)
-                next_pass.append(client_id)  # launched, or failed or cancelled: its next job may go
+                # Launched, or failed or cancelled: its next job may go.
+                next_pass[client_id] = max(0, eligible[client_id] - 1)
             eligible = next_pass
         return len(clients), launched
 

@@ -11,12 +11,14 @@ import builtins
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from studio.config import TrainingSettings
 from studio.domain.ids import new_id, unix_now
 from studio.domain.jobs import TERMINAL, check_suffix
+from studio.domain.queue import estimated_start, jobs_ahead
 from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioError, Unavailable
 from studio.ports import (
     CheckpointRepository,
@@ -38,6 +40,7 @@ from studio.schemas.jobs import (
     JobEstimate,
     JobEvent,
 )
+from studio.schemas.queue import QueuePosition
 from studio.services.base_models import BaseModelService
 from studio.services.job_journal import JobJournal
 from studio.services.job_planning import decide_hyperparameters, plan_job
@@ -151,6 +154,8 @@ class JobService:
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
             metadata=body.metadata or {},
             resources=estimate.resources,
+            priority=body.priority,
+            created_ns=time.time_ns(),
             created_at=unix_now(),
         )
         await self._jobs.insert(job)
@@ -174,6 +179,29 @@ class JobService:
         if job is None:
             raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id", code="job_not_found")
         return job
+
+    async def queue_position(self, job: Job) -> QueuePosition | None:
+        """Return where `job` waits in the queue, or None when it is not waiting (or not yet summarised).
+
+        Its own client's jobs ahead are counted now; the other clients' from the tracker's last
+        summary (at most `queue_refresh_s` old), so a read never scans the queue.
+        """
+        if job.status != "queued" or job.ray_job_id is not None:
+            return None
+        summary = await self._jobs.queue_summary()
+        if summary is None:
+            return None
+        own = await self._jobs.count_ahead(job)
+        others = [count for client, count in summary.waiting.items() if client != job.client_id]
+        ahead = jobs_ahead(own, others)
+        return QueuePosition(
+            jobs_ahead=ahead,
+            waiting_clients=len(others) + 1,
+            estimated_start_at=estimated_start(
+                ahead=ahead, running=summary.running, mean_run_s=summary.mean_run_s, now=unix_now()
+            ),
+            as_of=summary.updated_at,
+        )
 
     async def list(
         self, *, client_id: str, after: str | None, limit: int, metadata: dict[str, str]

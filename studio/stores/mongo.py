@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel, monitoring
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.write_concern import WriteConcern
 
@@ -48,7 +48,8 @@ INDEXES: dict[str, list[IndexModel]] = {
                 ("client_id", ASCENDING),
                 ("status", ASCENDING),
                 ("launched", ASCENDING),
-                ("created_at", ASCENDING),
+                ("priority", DESCENDING),
+                ("created_ns", ASCENDING),
             ]
         ),
         IndexModel([("stop_pending", ASCENDING)]),

@@ -7,9 +7,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.write_concern import WriteConcern
 
 from studio.domain.jobs import JobStatus
 from studio.schemas.jobs import Checkpoint, Job, JobChanges, JobEvent
+from studio.schemas.queue import QueueSummary
 from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
 from studio.stores.mongo_paging import page
@@ -18,6 +20,9 @@ from studio.stores.mongo_paging import page
 # so the queue's queries are equality matches an index answers: no `$ne`, which scans.
 WAITING: dict[str, Any] = {"status": "queued", "launched": False}
 LAUNCHED: dict[str, Any] = {"status": "queued", "launched": True}
+# A client's waiting jobs in launch order (documents older than `created_ns` hold 0 there: first).
+QUEUE_SUMMARY_ID = "summary"
+QUEUE_ORDER = [("priority", DESCENDING), ("created_ns", ASCENDING), ("_id", ASCENDING)]
 
 
 def job_document(job: Job) -> dict[str, Any]:
@@ -30,6 +35,8 @@ def job_document(job: Job) -> dict[str, Any]:
 class MongoJobRepository:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self._jobs = database["fine_tuning_jobs"]
+        # Derived, rewritten every `queue_refresh_s`: no journal needed.
+        self._summary = database.get_collection("job_queue", write_concern=WriteConcern(w=1))
 
     async def insert(self, job: Job) -> None:
         with mongo_errors():
@@ -69,22 +76,60 @@ class MongoJobRepository:
         return [job for doc in docs if (job := from_document(Job, doc)) is not None]
 
     async def mark_launch_state(self) -> None:
-        """Add `launched` to queued jobs stored before it existed (at start; a no-op once done)."""
+        """Add `priority` and `launched` to queued jobs stored before they existed (at start; a no-op
+        once done)."""
         missing = {"status": "queued", "launched": {"$exists": False}}
         with mongo_errors():
+            await self._jobs.update_many(
+                {"status": "queued", "priority": {"$exists": False}}, {"$set": {"priority": 0}}
+            )
             await self._jobs.update_many({**missing, "ray_job_id": None}, {"$set": {"launched": False}})
             await self._jobs.update_many(missing, {"$set": {"launched": True}})
 
-    async def waiting_clients(self) -> builtins.list[str]:
+    async def waiting_counts(self) -> dict[str, int]:
+        pipeline = [{"$match": WAITING}, {"$group": {"_id": "$client_id", "n": {"$sum": 1}}}]
         with mongo_errors():
-            found = await self._jobs.distinct("client_id", WAITING)
-        return sorted(str(client) for client in found)
+            groups = await (await self._jobs.aggregate(pipeline)).to_list()
+        return {str(group["_id"]): int(group["n"]) for group in groups}
+
+    async def count_ahead(self, job: Job) -> int:
+        # Two indexed counts rather than one `$or` (a scan on the embedded server).
+        mine = {"client_id": job.client_id, **WAITING}
+        with mongo_errors():
+            higher = await self._jobs.count_documents({**mine, "priority": {"$gt": job.priority}})
+            earlier = await self._jobs.count_documents(
+                {**mine, "priority": job.priority, "created_ns": {"$lt": job.created_ns}}
+            )
+        return higher + earlier
+
+    async def mean_run_seconds(self, *, sample: int) -> float | None:
+        query = {"status": "succeeded"}
+        fields = {"started_at": 1, "finished_at": 1}
+        with mongo_errors():
+            cursor = self._jobs.find(query, fields).sort([("created_at", DESCENDING)]).limit(sample)
+            docs = await cursor.to_list()
+        runs = [
+            doc["finished_at"] - doc["started_at"]
+            for doc in docs
+            if doc.get("started_at") and doc.get("finished_at")
+        ]
+        return sum(runs) / len(runs) if runs else None
+
+    async def put_queue_summary(self, summary: QueueSummary) -> None:
+        with mongo_errors():
+            await self._summary.replace_one({"_id": QUEUE_SUMMARY_ID}, summary.model_dump(), upsert=True)
+
+    async def queue_summary(self) -> QueueSummary | None:
+        with mongo_errors():
+            doc = await self._summary.find_one({"_id": QUEUE_SUMMARY_ID})
+        if doc is None:
+            return None
+        doc.pop("_id")
+        return QueueSummary.model_validate(doc)
 
     async def next_waiting(self, client_id: str) -> Job | None:
         with mongo_errors():
-            doc = await self._jobs.find_one(
-                {"client_id": client_id, **WAITING}, sort=[("created_at", ASCENDING), ("_id", ASCENDING)]
-            )
+            doc = await self._jobs.find_one({"client_id": client_id, **WAITING}, sort=QUEUE_ORDER)
         return from_document(Job, doc)
 
     async def list_fine_tuned(self, client_id: str) -> builtins.list[Job]:

@@ -399,7 +399,12 @@ async def test_a_client_over_its_concurrent_jobs_waits_queued(stack: Stack) -> N
 
     await asyncio.sleep(2)
     waiting = (await get(second["id"])).json()
-    assert waiting["status"] == "queued" and waiting["ray_job_id"] is None
+    assert waiting["status"] == "queued" and waiting["ray_job_id"] is None, (
+        waiting,
+        (await get(first["id"])).json(),
+        (await stack.api.get(f"/v1/fine_tuning/jobs/{first['id']}/events", headers=headers)).json(),
+    )
+    assert waiting["queue"]["jobs_ahead"] == 0 and waiting["queue"]["waiting_clients"] == 1
     for job_id in (first["id"], second["id"]):
         for _ in range(480):
             job = (await get(job_id)).json()

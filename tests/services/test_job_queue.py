@@ -58,11 +58,17 @@ class Queue:
         await self.store.datasets.insert(dataset)
         return client.id
 
-    async def queue(self, client_id: str, count: int) -> list[str]:
+    async def queue(
+        self, client_id: str, count: int, *, priority: int = 0, same_second: bool = False
+    ) -> list[str]:
+        """Queue `count` jobs in creation order (`same_second`: all created within one second)."""
         ids = []
         for _ in range(count):
             self.clock += 1
-            job = stored_job(client_id, created_at=self.clock, file_id=f"file-{client_id}")
+            job = stored_job(
+                client_id, created_at=1 if same_second else self.clock, file_id=f"file-{client_id}"
+            )
+            job = job.model_copy(update={"priority": priority, "created_ns": self.clock})
             await self.store.jobs.insert(job)
             ids.append(job.id)
         return ids
@@ -131,6 +137,33 @@ async def test_a_client_at_its_limit_waits_while_others_launch(queue: Queue) -> 
     assert [job for job in launched if job in other_jobs] == other_jobs
 
 
+async def test_within_a_client_higher_priority_first_then_creation_order(queue: Queue) -> None:
+    client = await queue.client("sweeps", max_concurrent_jobs=100)
+    # Created within one second: the order is still the order of creation, not of the random ids.
+    sweep = await queue.queue(client, 3, same_second=True)
+    urgent = await queue.queue(client, 2, priority=5, same_second=True)
+
+    for _ in range(3):
+        await queue.runner.round()
+        queue.run_all()
+
+    assert queue.launcher.job_ids() == urgent + sweep
+
+
+async def test_the_round_publishes_where_waiting_jobs_stand(queue: Queue) -> None:
+    sweep = await queue.client("sweep", max_concurrent_jobs=0)  # paused: nothing of theirs launches
+    sweep_jobs = await queue.queue(sweep, 3, same_second=True)
+    single = await queue.client("single", max_concurrent_jobs=0)
+    await queue.queue(single, 1)
+
+    await queue.runner.round()
+
+    summary = await queue.store.jobs.queue_summary()
+    assert summary is not None and summary.waiting == {sweep: 3, single: 1} and summary.running == 0
+    third = await queue.store.jobs.get_any(sweep_jobs[2])
+    assert third is not None and await queue.store.jobs.count_ahead(third) == 2
+
+
 async def test_jobs_stored_before_the_launched_flag_are_queued_and_followed(queue: Queue) -> None:
     client = await queue.client("old", max_concurrent_jobs=5)
     waiting, launched = (stored_job(client, created_at=t, running=t == 2) for t in (1, 2))
@@ -144,11 +177,11 @@ async def test_jobs_stored_before_the_launched_flag_are_queued_and_followed(queu
         await jobs.insert_many([to_document(waiting), to_document(launched)])
     finally:
         await raw.close()
-    assert client not in await queue.store.jobs.waiting_clients()
+    assert client not in await queue.store.jobs.waiting_counts()
 
     reconnected = await MongoStore.connect(url, queue.settings.store)
     try:
-        assert client in await reconnected.jobs.waiting_clients()
+        assert (await reconnected.jobs.waiting_counts())[client] == 1
         assert (await reconnected.jobs.next_waiting(client)) == waiting
         assert launched.id in [job.id for job in await reconnected.jobs.list_followed()]
     finally:

@@ -45,3 +45,11 @@ def test_out_of_range_hyperparameters_name_the_field(hyperparameters: dict[str, 
     with pytest.raises(ValidationError) as caught:
         JobCreate.model_validate({"model": "m", "training_file": "f", "hyperparameters": hyperparameters})
     assert any(field in ".".join(str(part) for part in error["loc"]) for error in caught.value.errors())
+
+
+def test_priority_defaults_to_zero_and_is_bounded() -> None:
+    assert JobCreate(model="m", training_file="f").priority == 0
+    assert JobCreate.model_validate({"model": "m", "training_file": "f", "priority": 10}).priority == 10
+    for wrong in (11, -11, "high"):
+        with pytest.raises(ValidationError, match="priority"):
+            JobCreate.model_validate({"model": "m", "training_file": "f", "priority": wrong})

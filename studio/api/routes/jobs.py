@@ -71,7 +71,8 @@ async def list_jobs(
 
 @router.get("/fine_tuning/jobs/{job_id}")
 async def retrieve_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> JobPublic:
-    return JobPublic.of(await jobs.get(client_id=principal.client.id, job_id=job_id))
+    job = await jobs.get(client_id=principal.client.id, job_id=job_id)
+    return JobPublic.of(job, queue=await jobs.queue_position(job))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
