@@ -15,7 +15,7 @@ from studio.domain.datasets import ValidationLimits, ValidationReport
 from studio.domain.deployments import DeploymentStatus
 from studio.domain.jobs import JobStatus
 from studio.schemas.base_models import BaseModelEntry
-from studio.schemas.clients import ApiKey, Client
+from studio.schemas.clients import ApiKey, Client, ClientLimits
 from studio.schemas.datasets import Dataset, DatasetStatus, ListOrder, S3Mirror, Upload, UploadPart
 from studio.schemas.deployments import Deployment, DeploymentChanges
 from studio.schemas.jobs import (
@@ -44,6 +44,10 @@ class ClientRepository(Protocol):
 
     async def set_client_disabled(self, client_id: str, disabled: bool) -> Client | None:
         """Return the updated client, or None when it does not exist."""
+        ...
+
+    async def update_client(self, client_id: str, *, name: str, limits: ClientLimits) -> Client | None:
+        """Write the client's name and limits; return the updated client, or None when it does not exist."""
         ...
 
     async def insert_key(self, key: ApiKey) -> None: ...

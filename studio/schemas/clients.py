@@ -27,6 +27,15 @@ class ClientCreate(BaseModel):
     limits: ClientLimits | None = None
 
 
+class ClientUpdate(BaseModel):
+    """Body of `PATCH /admin/clients/{id}`: `name` replaces, `limits` given are merged into the stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    limits: ClientLimits | None = None
+
+
 class Client(BaseModel):
     """A client as stored in `client_config` (its `id` is the document `_id`)."""
 

@@ -14,6 +14,7 @@ from studio.schemas.clients import (
     Client,
     ClientCreate,
     ClientLimits,
+    ClientUpdate,
 )
 from studio.services.cache import ReadThroughCache
 
@@ -78,6 +79,24 @@ class ClientService:
             raise NotFound(f"no client {client_id!r}", param="client_id", code="client_not_found")
         await self._cache.invalidate(client_cache_key(client_id))
         return client
+
+    async def update_client(self, client_id: str, data: ClientUpdate) -> Client:
+        """Rename a client or change its limits (only the limits sent); effective at once.
+
+        Raises:
+            NotFound: no such client.
+        """
+        current = await self._repo.get_client(client_id)
+        updated = None
+        if current is not None:
+            limits = current.limits
+            if data.limits is not None:
+                limits = limits.model_copy(update=data.limits.model_dump(exclude_unset=True))
+            updated = await self._repo.update_client(client_id, name=data.name or current.name, limits=limits)
+        if updated is None:
+            raise NotFound(f"no client {client_id!r}", param="client_id", code="client_not_found")
+        await self._cache.invalidate(client_cache_key(client_id))
+        return updated
 
     async def create_key(self, client_id: str, data: ApiKeyCreate) -> ApiKeyCreated:
         """Create a key for the client; the returned object is the only place its secret appears.

@@ -7,7 +7,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studio.schemas.clients import ApiKey, Client
+from studio.schemas.clients import ApiKey, Client, ClientLimits
 from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
 
@@ -41,6 +41,14 @@ class MongoClientRepository:
         with mongo_errors():
             doc = await self._clients.find_one_and_update(
                 {"_id": client_id}, {"$set": {"disabled": disabled}}, return_document=ReturnDocument.AFTER
+            )
+        return from_document(Client, doc)
+
+    async def update_client(self, client_id: str, *, name: str, limits: ClientLimits) -> Client | None:
+        changes = {"name": name, "limits": limits.model_dump(mode="json")}
+        with mongo_errors():
+            doc = await self._clients.find_one_and_update(
+                {"_id": client_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
             )
         return from_document(Client, doc)
 

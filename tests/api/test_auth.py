@@ -100,3 +100,24 @@ async def test_rate_limit_answers_429_with_retry_after(api: httpx.AsyncClient) -
     limited = await api.get("/v1/me", headers=headers)
     assert_error(limited, 429, "rate_limit_exceeded")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+async def test_admin_changes_limits_merged_and_seen_at_once(api: httpx.AsyncClient) -> None:
+    client_id, headers = await new_client(api, "tuned")
+    assert (await api.get("/v1/me", headers=headers)).json()["limits"]["max_concurrent_jobs"] == 2  # cached
+    patched = await api.patch(
+        f"/admin/clients/{client_id}", json={"limits": {"max_concurrent_jobs": 0}}, headers=ADMIN
+    )
+    assert patched.status_code == 200, patched.text
+    limits = (await api.get("/v1/me", headers=headers)).json()["limits"]
+    assert limits["max_concurrent_jobs"] == 0 and limits["requests_per_minute"] == 600  # the rest kept
+    renamed = await api.patch(f"/admin/clients/{client_id}", json={"name": "renamed"}, headers=ADMIN)
+    assert renamed.json()["name"] == "renamed" and renamed.json()["limits"]["max_concurrent_jobs"] == 0
+    wrong = await api.patch(
+        f"/admin/clients/{client_id}", json={"limits": {"max_deployments": -1}}, headers=ADMIN
+    )
+    assert wrong.status_code in (400, 422) and "max_deployments" in wrong.text
+    assert_error(
+        await api.patch("/admin/clients/client-nope", json={}, headers=ADMIN), 404, "client_not_found"
+    )
+    assert_error(await api.patch(f"/admin/clients/{client_id}", json={}, headers=headers), 401)

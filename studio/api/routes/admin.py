@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from studio.api.deps import AdminDep, ClientsDep
-from studio.schemas.clients import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ClientCreate, ClientPublic
+from studio.schemas.clients import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    ClientCreate,
+    ClientPublic,
+    ClientUpdate,
+)
 from studio.schemas.common import Page
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
@@ -31,6 +38,11 @@ async def list_clients(
 @router.get("/clients/{client_id}")
 async def get_client(client_id: str, clients: ClientsDep) -> ClientPublic:
     return ClientPublic.of(await clients.get_client(client_id))
+
+
+@router.patch("/clients/{client_id}")
+async def update_client(client_id: str, body: ClientUpdate, clients: ClientsDep) -> ClientPublic:
+    return ClientPublic.of(await clients.update_client(client_id, body))
 
 
 @router.post("/clients/{client_id}/disable")
