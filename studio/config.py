@@ -290,6 +290,7 @@ class DefaultLimits(BaseModel):
 
     max_concurrent_jobs: int = Field(default=2, ge=0)
     max_deployments: int = Field(default=2, ge=0)
+    max_queued_jobs: int = Field(default=1000, ge=0)
     requests_per_minute: int = Field(default=600, ge=1)
     allowed_base_models: list[str] = Field(default_factory=lambda: ["*"])
 

@@ -203,6 +203,10 @@ class JobRepository(Protocol):
         """Return how many jobs each client has waiting in the queue (queued, not launched)."""
         ...
 
+    async def count_waiting(self, client_id: str, *, limit: int) -> int:
+        """Return how many jobs the client has waiting in the queue, counting up to `limit` at most."""
+        ...
+
     async def count_ahead(self, job: Job) -> int:
         """Return how many of its client's waiting jobs launch before `job` (a waiting job)."""
         ...

@@ -65,7 +65,7 @@ class StudioIngress:
         compute = Compute(
             launcher=training_launcher(settings),
             cluster=RayClusterInfo(timeout_s=settings.ray.actor_timeout_s),
-            notifier=ActorJobNotifier(watch, timeout_s=settings.ray.actor_timeout_s),
+            notifier=ActorJobNotifier(watch),
         )
         async with (
             watch.running(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ray
@@ -55,12 +56,30 @@ def summarize(
 
 
 class RayClusterInfo:
-    def __init__(self, *, timeout_s: float = 10.0) -> None:
+    """The cluster's resources, read from Ray at most every `max_age_s`.
+
+    A read is three calls to Ray's control store (totals, free amounts, nodes); every job create and
+    estimate needs one, so concurrent callers share one read and reuse it while it is fresh (what is
+    free changes with each launch anyway; the tracker decides launches from Ray itself).
+    """
+
+    def __init__(self, *, timeout_s: float = 10.0, max_age_s: float = 2.0) -> None:
         self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._last: tuple[float, ClusterResources] | None = None
+        self._lock = asyncio.Lock()
 
     async def resources(self) -> ClusterResources:
         """Raises Unavailable when the cluster's control store does not answer in time."""
+        async with self._lock:  # one read at a time; the callers queued behind it take its result
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < self._max_age_s:
+                return self._last[1]
+            resources = await self._read()
+            self._last = (time.monotonic(), resources)
+            return resources
 
+    async def _read(self) -> ClusterResources:
         def read() -> ClusterResources:
             return summarize(
                 ray.cluster_resources(),  # type: ignore[no-untyped-call]

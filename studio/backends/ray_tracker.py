@@ -77,12 +77,14 @@ class TrackerWatch:
 class ActorJobNotifier:
     """`JobNotifier` that calls the tracker actor."""
 
-    def __init__(self, watch: TrackerWatch, *, timeout_s: float) -> None:
+    def __init__(self, watch: TrackerWatch) -> None:
         self._watch = watch
-        self._timeout_s = timeout_s
 
     async def wake(self, client_id: str | None = None) -> None:
+        """Ask the tracker for a round now, without waiting for its answer: a create or cancel is not
+        held up by the actor's round trip, and a tracker that misses the call finds the job at its next
+        round anyway (the watch recreates a dead one)."""
         try:
-            await asyncio.wait_for(self._watch.actor.wake.remote(client_id), timeout=self._timeout_s)
-        except (TimeoutError, ray.exceptions.RayActorError) as exc:
-            raise Unavailable(f"the job tracker did not answer: {exc}") from exc
+            self._watch.actor.wake.remote(client_id)
+        except ray.exceptions.RayActorError as exc:
+            raise Unavailable(f"the job tracker is not running: {exc}") from exc

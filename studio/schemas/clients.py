@@ -14,6 +14,8 @@ class ClientLimits(BaseModel):
 
     max_concurrent_jobs: int = Field(default=2, ge=0, le=10_000)
     max_deployments: int = Field(default=2, ge=0, le=10_000)
+    # Jobs waiting in the queue (created, not yet launched); more are refused with 429 until some launch.
+    max_queued_jobs: int = Field(default=1000, ge=0, le=1_000_000)
     requests_per_minute: int = Field(default=600, ge=1, le=10_000_000)
     allowed_base_models: list[str] = Field(default_factory=lambda: ["*"], max_length=1000)
 

@@ -19,7 +19,7 @@ from studio.config import TrainingSettings
 from studio.domain.ids import new_id, unix_now
 from studio.domain.jobs import TERMINAL, check_suffix
 from studio.domain.queue import estimated_start, jobs_ahead
-from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioError, Unavailable
+from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, StudioError, Unavailable
 from studio.ports import (
     CheckpointRepository,
     ClusterInfo,
@@ -130,10 +130,19 @@ class JobService:
 
         Raises:
             InvalidInput: (422) the job can never run on this cluster; the message has the estimate.
-            Forbidden: the client may run no jobs at all. Plus everything `plan` raises.
+            Forbidden: the client may run no jobs at all. QuotaExceeded: (429) `max_queued_jobs`
+            reached. Plus everything `plan` raises.
         """
         if client.limits.max_concurrent_jobs == 0:
             raise Forbidden("this client may not run fine-tuning jobs", code="jobs_not_allowed")
+        cap = client.limits.max_queued_jobs
+        if await self._jobs.count_waiting(client.id, limit=cap) >= cap:
+            raise QuotaExceeded(
+                f"this client has {cap} jobs waiting in the queue, its limit (max_queued_jobs); "
+                "create more once some have started",
+                code="too_many_queued_jobs",
+                retry_after_s=60,
+            )
         estimate, files = await self._plan(client, body)
         if not estimate.fits:
             raise InvalidInput(
@@ -158,10 +167,12 @@ class JobService:
             created_ns=time.time_ns(),
             created_at=unix_now(),
         )
-        await self._jobs.insert(job)
-        await self._journal.record(job, f"Created fine-tuning job: {job.id}")
+        events = [self._journal.event(job, f"Created fine-tuning job: {job.id}")]
         if not ready:
-            await self._journal.record(job, "Validating training file")
+            events.append(self._journal.event(job, "Validating training file"))
+        # Both journaled writes at once (their commits can share a flush): events stored for a job
+        # whose insert failed are never shown, since events are read through their job.
+        await asyncio.gather(self._jobs.insert(job), self._events.add(events))
         await self._wake(job.client_id)
         return job
 

@@ -92,6 +92,12 @@ class MongoJobRepository:
             groups = await (await self._jobs.aggregate(pipeline)).to_list()
         return {str(group["_id"]): int(group["n"]) for group in groups}
 
+    async def count_waiting(self, client_id: str, *, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        with mongo_errors():
+            return await self._jobs.count_documents({"client_id": client_id, **WAITING}, limit=limit)
+
     async def count_ahead(self, job: Job) -> int:
         # Two indexed counts rather than one `$or` (a scan on the embedded server).
         mine = {"client_id": job.client_id, **WAITING}

@@ -387,16 +387,22 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
 async def test_a_client_over_its_concurrent_jobs_waits_queued(stack: Stack) -> None:
     from tests.api.conftest import ADMIN
 
-    client_id, headers = await make_client(stack.api, name="one-at-a-time", max_concurrent_jobs=1)
+    client_id, headers = await make_client(
+        stack.api, name="one-at-a-time", max_concurrent_jobs=1, max_queued_jobs=1
+    )
     tenant = sdk(stack.api, headers)
     file_id = (await tenant.files.create(file=("t.jsonl", capitals(16)), purpose="fine-tune")).id
     body = {"model": TINY, "training_file": file_id, "hyperparameters": fast_lora(2)}
-    first = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
-    second = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
 
     def get(job_id: str) -> Any:
         return stack.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers)
 
+    first = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
+    for _ in range(100):  # launched: no longer waiting in the queue, where one job may wait at a time
+        if (await get(first["id"])).json()["ray_job_id"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    second = (await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)).json()
     await asyncio.sleep(2)
     waiting = (await get(second["id"])).json()
     assert waiting["status"] == "queued" and waiting["ray_job_id"] is None, (
@@ -405,6 +411,9 @@ async def test_a_client_over_its_concurrent_jobs_waits_queued(stack: Stack) -> N
         (await stack.api.get(f"/v1/fine_tuning/jobs/{first['id']}/events", headers=headers)).json(),
     )
     assert waiting["queue"]["jobs_ahead"] == 0 and waiting["queue"]["waiting_clients"] == 1
+    third = await stack.api.post("/v1/fine_tuning/jobs", json=body, headers=headers)
+    assert third.status_code == 429 and third.json()["error"]["code"] == "too_many_queued_jobs"
+    assert "max_queued_jobs" in third.json()["error"]["message"] and third.headers["retry-after"] == "60"
     for job_id in (first["id"], second["id"]):
         for _ in range(480):
             job = (await get(job_id)).json()
