@@ -26,4 +26,5 @@ def create() -> FastAPI:
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         body_limits=BodyLimits.from_settings(settings),
+        max_open_requests=settings.api.max_open_requests_per_client,
     )

@@ -138,6 +138,31 @@ class ApiSettings(BaseModel):
             "replica, so repeated bad keys are refused without a database lookup (0 turns this off)."
         ),
     )
+    max_open_requests_per_client: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description=(
+            "Requests one client may have open at once on each ingress replica (streams and waits for a "
+            "model to start included); more are answered 429 with Retry-After. Keep it well under "
+            "`serving.ingress_max_ongoing_requests`, so no client can take every slot."
+        ),
+    )
+    sse_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds of quiet after which an event stream sends a keep-alive comment.",
+    )
+    stream_idle_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "Seconds a stream may go without an event or token before it is closed: a job's event stream "
+            "ends (reconnect with Last-Event-ID to resume), an inference stream ends with an error event."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("cors_origins", mode="before")

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from studio.api.auth_gate import ADMIN_STATE, PRINCIPAL_STATE
 from studio.api.services import Services
+from studio.api.sse import StreamTimings
 from studio.errors import Unavailable
 from studio.logs import client_id_var
 from studio.schemas.clients import Principal
@@ -72,6 +73,10 @@ def get_inference(services: ServicesDep) -> InferenceService:
     return services.inference
 
 
+def get_streams(services: ServicesDep) -> StreamTimings:
+    return services.streams
+
+
 ClientsDep = Annotated[ClientService, Depends(get_clients)]
 HealthDep = Annotated[HealthService, Depends(get_health)]
 DatasetsDep = Annotated[DatasetService, Depends(get_datasets)]
@@ -81,6 +86,7 @@ BaseModelsDep = Annotated[BaseModelService, Depends(get_base_models)]
 ModelsDep = Annotated[ModelCatalog, Depends(get_models)]
 DeploymentsDep = Annotated[DeploymentService, Depends(get_deployments)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
+StreamsDep = Annotated[StreamTimings, Depends(get_streams)]
 
 
 def _authorization(credentials: HTTPAuthorizationCredentials | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.api.sse import StreamTimings
 from studio.services.auth import AuthService
 from studio.services.base_models import BaseModelService
 from studio.services.clients import ClientService
@@ -28,3 +29,4 @@ class Services:
     models: ModelCatalog
     deployments: DeploymentService
     inference: InferenceService
+    streams: StreamTimings

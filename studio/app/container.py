@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from studio.api.services import Services
+from studio.api.sse import StreamTimings
 from studio.app.builtin_models import builtin_models
 from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
@@ -156,6 +157,9 @@ async def open_services(
             models=models,
             deployments=deployments,
             inference=inference,
+            streams=StreamTimings(
+                keepalive_s=settings.api.sse_keepalive_s, idle_timeout_s=settings.api.stream_idle_timeout_s
+            ),
         )
 
 

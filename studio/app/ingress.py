@@ -44,6 +44,7 @@ class StudioIngress:
             cors_origins=api.cors_origins,
             cors_allow_credentials=api.cors_allow_credentials,
             body_limits=BodyLimits.from_settings(self._settings),
+            max_open_requests=api.max_open_requests_per_client,
             echo_request_id=False,
         )
 

@@ -263,10 +263,13 @@ class JobService:
         rows = await self._events.list(job_id=job.id, after=after, limit=limit + 1)
         return rows[:limit], len(rows) > limit
 
-    async def follow_events(self, *, client_id: str, job_id: str) -> AsyncIterator[JobEvent]:
-        """Yield the job's events oldest first, then new ones as they come, until the job finishes."""
+    async def follow_events(
+        self, *, client_id: str, job_id: str, after_seq: int = -1
+    ) -> AsyncIterator[JobEvent]:
+        """Yield the job's events after `after_seq` oldest first, then new ones as they come, until the
+        job finishes."""
         job = await self.get(client_id=client_id, job_id=job_id)
-        seq = -1
+        seq = after_seq
         deadline = asyncio.get_running_loop().time() + self._settings.stream_max_s
         reader = self._events
         while True:

@@ -46,6 +46,7 @@ async def started_app(
         cors_origins=settings.api.cors_origins,
         cors_allow_credentials=settings.api.cors_allow_credentials,
         body_limits=BodyLimits.from_settings(settings),
+        max_open_requests=settings.api.max_open_requests_per_client,
     )
     async with app.router.lifespan_context(app):
         yield app

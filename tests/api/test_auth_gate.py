@@ -157,6 +157,7 @@ async def test_while_starting_requests_go_on_to_the_503() -> None:
         cors_origins=[],
         cors_allow_credentials=False,
         body_limits=BodyLimits(json=1024**2, inference=4 * 1024**2, upload=1024**3, part=64 * 1024**2),
+        max_open_requests=32,
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://studio") as api:
         for response in (await api.get("/v1/me"), await api.get("/admin/clients", headers=ADMIN)):

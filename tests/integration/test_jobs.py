@@ -211,6 +211,14 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
     streamed = await stack.api.get(f"/v1/fine_tuning/jobs/{job.id}/events?stream=true", headers=stack.headers)
     lines = [line for line in streamed.text.split("\n\n") if line]
     assert lines[-1] == "data: [DONE]" and len(lines) == len(events) + 1
+    # Every event has an id; a reconnect sending one back goes on after it.
+    ids = [line.split("\n", 1)[0].removeprefix("id: ") for line in lines[:-1]]
+    assert all(line.startswith("id: ") for line in lines[:-1]) and len(set(ids)) == len(ids)
+    resumed = await stack.api.get(
+        f"/v1/fine_tuning/jobs/{job.id}/events?stream=true",
+        headers={**stack.headers, "Last-Event-ID": ids[-3]},
+    )
+    assert [line for line in resumed.text.split("\n\n") if line] == lines[-3:]
 
     # The final adapter and each checkpoint are copied to S3 in the background.
     for _ in range(100):

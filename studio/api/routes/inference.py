@@ -8,6 +8,7 @@ OpenAI's error shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,9 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from studio.api.deps import InferenceDep, PrincipalDep
+from studio.api.deps import InferenceDep, PrincipalDep, StreamsDep
 from studio.api.errors import status_of
-from studio.errors import InvalidInput, StudioError
+from studio.errors import InvalidInput, StudioError, Unavailable
 from studio.services.inference import Kind
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -35,19 +36,34 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _answer(request: Request, principal: PrincipalDep, inference: InferenceDep, kind: Kind) -> Any:
+async def _answer(
+    request: Request, principal: PrincipalDep, inference: InferenceDep, streams: StreamsDep, kind: Kind
+) -> Any:
     body = await _json_object(request)
     if body.get("stream") is not True:
         return JSONResponse(await inference.complete(principal.client, kind, body))
     events = inference.stream(principal.client, kind, body)
     first = await anext(events)  # errors before the stream begins are plain HTTP errors
-    return StreamingResponse(_continue(first, events), media_type="text/event-stream", headers=SSE_HEADERS)
+    stream = _continue(first, events, idle_timeout_s=streams.idle_timeout_s)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _continue(first: str, events: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _continue(first: str, events: AsyncIterator[str], *, idle_timeout_s: float) -> AsyncIterator[str]:
+    """Yield the stream's events; an error, or an engine silent for `idle_timeout_s`, ends it with an
+    error event in OpenAI's shape."""
     yield first
     try:
-        async for event in events:
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise Unavailable(
+                    f"the model sent nothing for {idle_timeout_s:g} s; the stream was closed",
+                    code="stream_idle_timeout",
+                ) from None
             yield event
     except StudioError as exc:
         _, error_type = status_of(exc)
@@ -56,13 +72,17 @@ async def _continue(first: str, events: AsyncIterator[str]) -> AsyncIterator[str
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(request: Request, principal: PrincipalDep, inference: InferenceDep) -> Any:
-    return await _answer(request, principal, inference, "chat")
+async def chat_completions(
+    request: Request, principal: PrincipalDep, inference: InferenceDep, streams: StreamsDep
+) -> Any:
+    return await _answer(request, principal, inference, streams, "chat")
 
 
 @router.post("/completions", response_model=None)
-async def completions(request: Request, principal: PrincipalDep, inference: InferenceDep) -> Any:
-    return await _answer(request, principal, inference, "completion")
+async def completions(
+    request: Request, principal: PrincipalDep, inference: InferenceDep, streams: StreamsDep
+) -> Any:
+    return await _answer(request, principal, inference, streams, "completion")
 
 
 @seed_router.post("/{model:path}/predict")

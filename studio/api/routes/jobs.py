@@ -7,10 +7,11 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from studio.api.deps import JobsDep, PrincipalDep
+from studio.api.deps import JobsDep, PrincipalDep, StreamsDep
+from studio.api.sse import SseMessage, sse_stream
 from studio.errors import InvalidInput
 from studio.schemas.common import Page
 from studio.schemas.jobs import (
@@ -85,15 +86,22 @@ async def list_events(
     job_id: str,
     principal: PrincipalDep,
     jobs: JobsDep,
+    streams: StreamsDep,
     after: AfterQuery = None,
     limit: LimitQuery = 20,
     stream: bool = False,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
 ) -> Page[JobEventPublic] | StreamingResponse:
-    """Newest first, paged; with `stream=true`, every event oldest first as Server-Sent Events, live."""
+    """Newest first, paged; with `stream=true`, every event oldest first as Server-Sent Events, live.
+
+    Each streamed event carries an `id:` line; a reconnect sending it back as `Last-Event-ID` goes on
+    after that event. Quiet streams send keep-alive comments and end after the idle timeout.
+    """
     if stream:
         await jobs.get(client_id=principal.client.id, job_id=job_id)  # a 404 before the stream starts
+        messages = _events(jobs, principal.client.id, job_id, after_seq=_resume_seq(last_event_id))
         return StreamingResponse(
-            _sse(jobs, principal.client.id, job_id),
+            sse_stream(messages, keepalive_s=streams.keepalive_s, idle_timeout_s=streams.idle_timeout_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -101,10 +109,24 @@ async def list_events(
     return Page(data=[JobEventPublic.of(row) for row in rows], has_more=has_more)
 
 
-async def _sse(jobs: JobsDep, client_id: str, job_id: str) -> AsyncIterator[str]:
-    async for event in jobs.follow_events(client_id=client_id, job_id=job_id):
-        yield f"data: {json.dumps(JobEventPublic.of(event).model_dump(mode='json'))}\n\n"
-    yield "data: [DONE]\n\n"
+def _resume_seq(last_event_id: str | None) -> int:
+    """Return the event sequence number a reconnect resumes after (-1: from the start)."""
+    if last_event_id is None:
+        return -1
+    try:
+        return int(last_event_id)
+    except ValueError:
+        raise InvalidInput(
+            "Last-Event-ID must be an id this stream sent",
+            param="Last-Event-ID",
+            code="invalid_last_event_id",
+        ) from None
+
+
+async def _events(jobs: JobsDep, client_id: str, job_id: str, *, after_seq: int) -> AsyncIterator[SseMessage]:
+    async for event in jobs.follow_events(client_id=client_id, job_id=job_id, after_seq=after_seq):
+        yield SseMessage(data=json.dumps(JobEventPublic.of(event).model_dump(mode="json")), id=str(event.seq))
+    yield SseMessage(data="[DONE]")
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
