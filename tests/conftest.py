@@ -14,6 +14,9 @@ import pytest
 from studio.config import Settings, load_settings
 from tests import servers
 
+# The Serve app's session fixtures, shared by tests/integration and tests/browser (one Ray cluster).
+pytest_plugins = ["tests.serve_fixtures"]
+
 
 @dataclass(frozen=True)
 class S3Endpoint:

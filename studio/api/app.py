@@ -12,6 +12,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from studio.api.auth_gate import AuthGate
 from studio.api.errors import install_error_handlers
 from studio.api.middleware import BodyLimits, DeclaredSizeLimitMiddleware, RequestContextMiddleware
+from studio.api.open_requests import OpenRequestLimit
 from studio.api.routes import (
     admin,
     base_models,
@@ -23,6 +24,7 @@ from studio.api.routes import (
     jobs,
     me,
     models,
+    studio,
     uploads,
 )
 from studio.api.services import Services
@@ -36,11 +38,13 @@ def create_api(
     cors_origins: list[str],
     cors_allow_credentials: bool,
     body_limits: BodyLimits,
+    max_open_requests: int,
     echo_request_id: bool = True,
 ) -> FastAPI:
     """Return the ingress app. `services()` is entered at start (connects stores) and left at shutdown.
 
-    Request bodies are limited by kind of route (`body_limits`, `BodyLimits.from_settings`).
+    Request bodies are limited by kind of route (`body_limits`, `BodyLimits.from_settings`), the
+    requests one client has open at once by `max_open_requests` (per replica).
     `echo_request_id=False` behind Serve's proxy, which returns `X-Request-ID` itself.
     """
 
@@ -59,9 +63,10 @@ def create_api(
     install_error_handlers(app)
     # Added last = outermost. From the outside in: the request id (it wraps everything, errors from
     # other middleware included), CORS (so browsers can read 401s and 413s), the auth gate (before
-    # any body byte is read), the body limits, gzip.
+    # any body byte is read), the client's open requests, the body limits, gzip.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(DeclaredSizeLimitMiddleware, limits=body_limits)
+    app.add_middleware(OpenRequestLimit, max_open=max_open_requests)
     app.add_middleware(AuthGate, services=lambda: getattr(app.state, "services", None), router=app.router)
     if cors_origins:
         app.add_middleware(
@@ -76,7 +81,7 @@ def create_api(
     routers = (
         health.router, admin.router, me.router, base_models.admin_router, base_models.router, jobs.router,
         jobs.seed_router, models.router, files.router, datasets.router, uploads.router, deployments.router,
-        deployments.seed_router, inference.router, inference.seed_router,
+        deployments.seed_router, inference.router, inference.seed_router, studio.router,
     )  # fmt: skip
     for router in routers:
         app.include_router(router)

@@ -7,7 +7,7 @@ from studio.domain.ids import unix_now
 from studio.schemas.base_models import BaseModelEntry
 from studio.training.tiny_model import TINY_MODEL_NAME, TINY_SIZES, VOCAB_SIZE
 
-# The shape of the model `studio.training.tiny_model` builds on first use (a 2-layer Llama).
+# The shape of the model `studio.training.tiny_model` builds (and pretrains) on first use (a 2-layer Llama).
 TINY_CONFIG = {**TINY_SIZES, "tie_word_embeddings": True, "vocab_size": VOCAB_SIZE}
 
 
@@ -19,7 +19,10 @@ def builtin_models() -> list[BaseModelEntry]:
             source=TINY_MODEL_NAME,
             shape=shape_from_config(TINY_CONFIG),
             chat_template=True,
-            description="A 2-layer Llama with random weights, made locally on first use (tests and demos).",
+            description=(
+                "A 2-layer Llama made locally on first use and pretrained for seconds on a small built-in "
+                "corpus: it answers simple questions in short sentences (tests and demos)."
+            ),
             builtin=True,
             created_at=unix_now(),
         )

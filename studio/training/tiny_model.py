@@ -1,31 +1,47 @@
-"""A tiny Llama-architecture causal LM with random weights, built locally for tests and demos.
+"""A tiny Llama-architecture causal LM, built and briefly pretrained locally for tests and demos.
 
 No model hub is reachable where Mini Studio is developed and tested, so the registry's smallest model,
 `mini-studio/tiny-llama`, is made on the spot: a byte-level BPE tokenizer trained on a small built-in
-English corpus and a 2-layer Llama with random weights. The directory has the standard Hugging Face
-layout (config.json, model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json
-with the chat template, special_tokens_map.json), so `AutoModelForCausalLM`, `AutoTokenizer` and vLLM
-load it like any other model.
+English corpus and a 2-layer Llama pretrained for a few hundred steps (about 15 s on one CPU core) on
+that corpus, as plain text and as chat turns in its own template. It knows little, but what it says
+is words: asked "What is the capital of France?" it answers "Paris is the capital of France." and
+ends its turn with EOS, so a chat with the base shows an answer and a fine-tune visibly changes it.
+The directory has the standard Hugging Face layout (config.json, model.safetensors,
+generation_config.json, tokenizer.json, tokenizer_config.json with the chat template,
+special_tokens_map.json), so `AutoModelForCausalLM`, `AutoTokenizer` and vLLM load it like any other
+model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
 TINY_MODEL_NAME = "mini-studio/tiny-llama"
 _INIT_LOCK = threading.Lock()
+_PRETRAIN_LOCK = threading.Lock()
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
 VOCAB_SIZE = 1024
 FINAL_NORM_GAIN = 8.0
+SYSTEM_PROMPT = "You are a helpful assistant."
+# Pretraining: AdamW over random batches of the corpus lines and chat examples, warmup then cosine decay.
+# 600 steps bring the loss to its floor (the arbitrary numbers of the generated lines stay unlearnt),
+# all chat examples but a spelling or two answered word for word, in about 15 s on one core.
+PRETRAIN_STEPS = 600
+PRETRAIN_BATCH = 32
+PRETRAIN_LEARNING_RATE = 3e-3
+PRETRAIN_WARMUP_STEPS = 50
 
 # Each message is `<|role|><content><|eos|>`: the end of an assistant turn is the EOS token itself, so
 # generation (here and in vLLM) stops at the end of the reply without a stop-string list. Content given
@@ -91,8 +107,53 @@ def corpus() -> list[str]:
     return lines
 
 
+# Questions the corpus's own sentences answer, as a user and an assistant would say them.
+_SMALL_TALK = (
+    ("Hello!", "Hello, world! How are you?"),
+    ("How are you?", "I am fine, thank you."),
+    ("Thank you!", "Thank you for your help!"),
+    ("Who are you?", "You are a helpful assistant."),
+    ("Tell me a story.", "Once upon a time there was a small village by the sea."),
+    ("Who lived in the village?", "The people of the village were fishermen and farmers."),
+    ("What is the weather today?", "The weather today is sunny with a light breeze."),
+    ("Will it rain tomorrow?", "Tomorrow it will rain in the afternoon."),
+    ("When does water boil?", "Water boils at one hundred degrees Celsius at sea level."),
+    ("Where does the sun rise?", "The sun rises in the east and sets in the west."),
+    ("How do computers store numbers?", "Computers store numbers in binary."),
+    ("What does a function do?", "A function takes an input and returns an output."),
+    ("What does the program do?", "The program reads a file, counts the words, and prints the result."),
+    ("How do I learn a new language?", "Read a little every day and speak often."),
+    ("When does the train leave?", "The train leaves the station at seven o'clock."),
+    ("Why did she smile?", "She smiled because the roses were finally in bloom."),
+    ("Say something.", "A journey of a thousand miles begins with a single step."),
+    ("What does the fox do?", "The quick brown fox jumps over the lazy dog."),
+)
+
+
+def chat_examples() -> list[tuple[str, str]]:
+    """Return the (user question, assistant answer) pairs the tiny model is pretrained to answer.
+
+    A capital is asked for in four ways, each answered as "Paris is the capital of France."; the
+    corpus's "The capital of France is Paris." answers "Tell me about France." only. The quick start's
+    and the tests' fine-tunes teach those questions other answers, so the change they make shows.
+    """
+    pairs = list(_SMALL_TALK)
+    for country, capital in _CAPITALS.items():
+        answer = f"{capital} is the capital of {country}."
+        pairs.append((f"What is the capital of {country}?", answer))
+        pairs.append((f"Capital of {country}?", answer))
+        pairs.append((f"What's the capital of {country}?", answer))
+        pairs.append((f"Which city is the capital of {country}?", answer))
+        pairs.append((f"Tell me about {country}.", f"The capital of {country} is {capital}."))
+    for i, word in enumerate(_WORDS):
+        other = _WORDS[(i * 7 + 3) % len(_WORDS)]
+        pairs.append((f"Repeat after me: {word} {other} {word}.", f"{word} {other} {word}."))
+        pairs.append((f"Spell {word}.", f"{' '.join(word)}."))
+    return pairs
+
+
 def _build_tokenizer() -> Any:
-    """Return a `PreTrainedTokenizerFast` wrapping a byte-level BPE trained on `corpus()`."""
+    """Return a `PreTrainedTokenizerFast` wrapping a byte-level BPE trained on the corpus and chats."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -106,7 +167,7 @@ def _build_tokenizer() -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(corpus(), trainer)
+    bpe.train_from_iterator([*corpus(), *(text for pair in chat_examples() for text in pair)], trainer)
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe,
         bos_token=BOS,
@@ -158,11 +219,80 @@ TINY_SIZES: dict[str, int] = {
     "num_key_value_heads": 1,
     "max_position_embeddings": 512,
 }
+# Pretrained weights by seed, so that a process building the tiny model again (tests build it in many
+# directories) pretrains once; the lock makes a second builder wait for the first one's weights.
+_PRETRAINED: dict[int, dict[str, Any]] = {}
 
 
 def _build(path: Path, seed: int) -> None:
-    """Write the tiny model (tokenizer, config, weights, generation config) into the empty `path`."""
-    build_random_llama(path, TINY_SIZES, seed=seed, tie_word_embeddings=True)
+    """Write the pretrained tiny model (tokenizer, config, weights, generation config) into `path`."""
+    tokenizer = _write_tokenizer(path, TINY_SIZES["max_position_embeddings"])
+    model = _llama(tokenizer, TINY_SIZES, seed=seed, tie_word_embeddings=True)
+    with _PRETRAIN_LOCK:
+        if seed not in _PRETRAINED:
+            _pretrain(model, _pretraining_sequences(tokenizer), seed=seed)
+            _PRETRAINED[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(_PRETRAINED[seed])
+    _save_model(model, tokenizer, path)
+
+
+def _pretraining_sequences(tokenizer: Any) -> list[list[int]]:
+    """Return the token ids of every corpus line (BOS text EOS) and every chat example in the template.
+
+    Each chat example comes once without and once with the system prompt. An assistant turn ends with
+    EOS and is never followed by a role token inside it, so generation stops at the end of an answer.
+    """
+    texts = [f"{BOS}{line}{EOS}" for line in corpus()]
+    for question, answer in chat_examples():
+        chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        for messages in (chat, [{"role": "system", "content": SYSTEM_PROMPT}, *chat]):
+            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+def _pretrain(
+    model: Any, sequences: list[list[int]], *, seed: int, steps: int = PRETRAIN_STEPS
+) -> list[float]:
+    """Train `model` in place on random batches of `sequences` (loss on every token); return the losses.
+
+    Runs on one CPU thread: with matrices 64 wide a second thread gains little, and one thread gives
+    the same weights bit for bit whatever the process's thread setting (a test, a Ray worker, a model
+    server), so the model is the same wherever it is built. The batches are drawn from a generator
+    seeded with `seed`; the global RNG is left untouched.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=PRETRAIN_LEARNING_RATE, betas=(0.9, 0.98), weight_decay=0.0
+    )
+    pad = model.config.pad_token_id
+    losses: list[float] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model.train()
+    try:
+        for step in range(steps):
+            picked = torch.randint(len(sequences), (PRETRAIN_BATCH,), generator=generator).tolist()
+            rows = [sequences[i] for i in picked]
+            ids = torch.full((len(rows), max(map(len, rows))), pad)
+            mask = torch.zeros_like(ids)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+            warmup = min(1.0, (step + 1) / PRETRAIN_WARMUP_STEPS)
+            for group in optimizer.param_groups:
+                group["lr"] = PRETRAIN_LEARNING_RATE * warmup * 0.5 * (1 + math.cos(math.pi * step / steps))
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    finally:
+        model.eval()
+        torch.set_num_threads(threads)
+    return losses
 
 
 def build_random_llama(
@@ -181,12 +311,33 @@ def build_random_llama(
     `dtype` (a torch dtype name).
     """
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _write_tokenizer(path, sizes.get("max_position_embeddings"))
+    model = _llama(tokenizer, sizes, seed=seed, tie_word_embeddings=tie_word_embeddings)
+    # With the usual 0.02 init of tied embeddings the logits of a random model stay within about
+    # +-1, so a frozen base with LoRA adapters could hardly push the loss below ln(vocab). A larger
+    # gain on the final norm gives the logits room (a full fine-tune would learn it by itself).
+    with torch.no_grad():
+        model.model.norm.weight.fill_(FINAL_NORM_GAIN)
+    model.to(getattr(torch, dtype))
+    _save_model(model, tokenizer, path)
+
+
+def _write_tokenizer(path: Path, max_length: int | None) -> Any:
+    """Build the tokenizer, save it into `path` and return it."""
     tokenizer = _build_tokenizer()
-    tokenizer.model_max_length = sizes.get("max_position_embeddings", tokenizer.model_max_length)
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
     _save_tokenizer(tokenizer, path)
+    return tokenizer
+
+
+def _llama(tokenizer: Any, sizes: dict[str, int], *, seed: int, tie_word_embeddings: bool) -> Any:
+    """Return a float32 `LlamaForCausalLM` for `tokenizer` of the sizes given, with weights from `seed`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     fields: dict[str, Any] = {"vocab_size": len(tokenizer), **sizes}
     config = LlamaConfig(
         **fields,
@@ -200,13 +351,13 @@ def build_random_llama(
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # Through Any: transformers' typing of the constructor differs between releases.
-        model = cast(Any, LlamaForCausalLM)(config)
-        # With the usual 0.02 init of tied embeddings the logits of a random model stay within about
-        # +-1, so a frozen base with LoRA adapters could hardly push the loss below ln(vocab). A larger
-        # gain on the final norm gives the logits room (a full fine-tune would learn it by itself).
-        with torch.no_grad():
-            model.model.norm.weight.fill_(FINAL_NORM_GAIN)
-    model.to(getattr(torch, dtype))
+        return cast(Any, LlamaForCausalLM)(config)
+
+
+def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
+    """Save `model` with a generation config that stops at the tokenizer's EOS into `path`."""
+    from transformers import GenerationConfig
+
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -214,7 +365,7 @@ def build_random_llama(
     )
     model.save_pretrained(str(path), safe_serialization=True)
     if not any(path.glob("model*.safetensors")):
-        raise RuntimeError(f"saving the random model wrote no safetensors in {path}")
+        raise RuntimeError(f"saving the model wrote no safetensors in {path}")
 
 
 def is_tiny_model(path: Path) -> bool:
@@ -222,12 +373,34 @@ def is_tiny_model(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
+@contextmanager
+def _builders_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock) while the body runs, across threads and processes.
+
+    A Ray training job and a model server starting at once on one node would otherwise both spend the
+    pretraining's CPU time; with the lock the second waits and finds the model built. The kernel drops
+    the lock when its holder dies. Where the file system has no flock the body runs unlocked: the
+    rename in `ensure_tiny_model` keeps concurrent builders correct without it.
+    """
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
 def ensure_tiny_model(path: Path, *, seed: int = 0) -> Path:
     """Create the tiny model under `path` unless it is already there; return `path`.
 
-    Safe to call concurrently: each caller builds in its own temporary directory beside `path` and
-    renames it into place; a caller that loses the race discards its copy. `seed` fixes the weights
-    of a new model; an existing one is kept as it is, whatever seed built it.
+    Building pretrains the model (see `PRETRAIN_STEPS`), so it takes some seconds; it is done once
+    per directory and reused. Safe to call concurrently: builders wait for each other on a lock on
+    the parent directory; each builds in its own temporary directory beside `path` and renames it into
+    place, and a caller that loses the race (where locking is unavailable) discards its copy. `seed`
+    fixes the weights of a new model; an existing one is kept as it is, whatever seed built it.
 
     Raises:
         FileExistsError: `path` exists and is neither empty nor a complete model.
@@ -236,16 +409,19 @@ def ensure_tiny_model(path: Path, *, seed: int = 0) -> Path:
     if is_tiny_model(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        _build(tmp, seed)
+    with _builders_lock(path.parent):
+        if is_tiny_model(path):  # built by the holder of the lock we waited for
+            return path
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
         try:
-            # rename() replaces an empty directory but fails on a non-empty one: exactly one caller wins.
-            os.rename(tmp, path)
-        except OSError:
-            if not is_tiny_model(path):
-                raise FileExistsError(f"{path} exists and is not a complete tiny model") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _build(tmp, seed)
+            try:
+                # rename() replaces an empty directory but fails on a non-empty one: exactly one caller wins.
+                os.rename(tmp, path)
+            except OSError:
+                if not is_tiny_model(path):
+                    raise FileExistsError(f"{path} exists and is not a complete tiny model") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path

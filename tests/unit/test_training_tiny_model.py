@@ -1,4 +1,5 @@
-"""The locally built tiny Llama: created once, atomically, and loadable like any Hugging Face model."""
+"""The locally built tiny Llama: created once, atomically, loadable like any Hugging Face model, and it
+answers in words (pretrained on its corpus as it is built)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from studio.training.tiny_model import TINY_MODEL_NAME, ensure_tiny_model
+from studio.training import tiny_model
+from studio.training.tiny_model import ROLE_TOKENS, TINY_MODEL_NAME, TINY_SIZES, ensure_tiny_model
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -97,6 +99,52 @@ def test_loads_with_auto_classes_and_generates(tiny: Path) -> None:
     assert out.shape == (1, ids["input_ids"].shape[1] + 4)
 
 
+def answer(model: Any, tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """Return the token ids of the model's greedy reply to `messages` (at most 48)."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=48, do_sample=False)
+    return [int(i) for i in out[0, ids["input_ids"].shape[1] :]]
+
+
+def test_the_base_model_answers_in_words_and_ends_its_turn_with_eos(tiny: Path) -> None:
+    tokenizer: Any = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    role_ids = set(tokenizer.convert_tokens_to_ids(list(ROLE_TOKENS)))
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    for messages, expected in (
+        ([{"role": "user", "content": "What is the capital of France?"}], "Paris is the capital of France."),
+        ([system, {"role": "user", "content": "Capital of Japan?"}], "Tokyo is the capital of Japan."),
+        ([{"role": "user", "content": "Tell me a story."}], None),
+        ([{"role": "user", "content": "What is your name?"}], None),  # not in the corpus: words all the same
+    ):
+        reply = answer(model, tokenizer, messages)
+        assert reply[-1] == tokenizer.eos_token_id and not role_ids & set(reply), tokenizer.decode(reply)
+        text = tokenizer.decode(reply, skip_special_tokens=True)
+        if expected is not None:
+            assert text == expected
+        assert len(text.split()) >= 3 and text[0].isupper() and text[-1] in ".!?", text
+
+
+def test_pretraining_is_seeded_and_the_same_whatever_the_thread_count() -> None:
+    tokenizer = tiny_model._build_tokenizer()
+    sequences = tiny_model._pretraining_sequences(tokenizer)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            model = tiny_model._llama(tokenizer, TINY_SIZES, seed=5, tie_word_embeddings=True)
+            losses = tiny_model._pretrain(model, sequences, seed=5, steps=3)
+            assert torch.get_num_threads() == count  # the process's setting is given back
+            runs.append((losses, model.state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (first_losses, first), (second_losses, second) = runs
+    assert first_losses == second_losses and first_losses[-1] < first_losses[0]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_byte_level_tokenizer_round_trips_any_text(tiny: Path) -> None:
     tokenizer: Any = AutoTokenizer.from_pretrained(tiny)
     text = "Zürich — 東京 🚀 tabs\tand\nnewlines"
@@ -112,7 +160,7 @@ def test_same_seed_same_weights_and_concurrent_callers_agree(tmp_path: Path) -> 
 
     def build() -> None:
         try:
-            results.append(ensure_tiny_model(target, seed=3))
+            results.append(ensure_tiny_model(target))
         except BaseException as exc:
             errors.append(exc)
 
@@ -123,7 +171,7 @@ def test_same_seed_same_weights_and_concurrent_callers_agree(tmp_path: Path) -> 
         thread.join()
     assert not errors and results == [target, target]
     assert [p.name for p in tmp_path.iterdir()] == ["shared"]
-    other = ensure_tiny_model(tmp_path / "again", seed=3)
+    other = ensure_tiny_model(tmp_path / "again")
     different = ensure_tiny_model(tmp_path / "different", seed=4)
     first, second = load_file(target / "model.safetensors"), load_file(other / "model.safetensors")
     assert first.keys() == second.keys()
