@@ -57,6 +57,12 @@ class Compute:
     notifier: JobNotifier
 
 
+# How far back (in `seq` microseconds) each read of a followed job's events goes, for events stored
+# after ones stamped later; and the page size of those reads.
+LATE_EVENT_WINDOW_US = 10_000_000
+EVENT_PAGE = 500
+
+
 class JobService:
     def __init__(
         self,
@@ -267,22 +273,33 @@ class JobService:
         self, *, client_id: str, job_id: str, after_seq: int = -1
     ) -> AsyncIterator[JobEvent]:
         """Yield the job's events after `after_seq` oldest first, then new ones as they come, until the
-        job finishes."""
+        job finishes.
+
+        An event's `seq` is stamped when it is made, and writers store concurrently (the tracker's batch
+        of a log's events, a copy to S3 finishing), so an event can land after one stamped later. Each
+        read therefore goes back `LATE_EVENT_WINDOW_US` before the newest event seen, and the events
+        already yielded (by id) are skipped: a late one is yielded when it lands, never lost.
+        """
         job = await self.get(client_id=client_id, job_id=job_id)
-        seq = after_seq
+        newest = after_seq
+        seen: dict[str, int] = {}  # id -> seq of the events yielded within the window
         deadline = asyncio.get_running_loop().time() + self._settings.stream_max_s
-        reader = self._events
         while True:
-            batch = await reader.since(job_id=job.id, seq=seq, limit=500)
-            for event in batch:
-                seq = event.seq
-                yield event
-            if len(batch) == 500:
-                continue
-            if job.status in TERMINAL or asyncio.get_running_loop().time() > deadline:
-                # One more read after seeing the end, so the final events are never cut off.
-                for event in await reader.since(job_id=job.id, seq=seq, limit=500):
-                    yield event
+            finished = job.status in TERMINAL or asyncio.get_running_loop().time() > deadline
+            seq = max(after_seq, newest - LATE_EVENT_WINDOW_US)
+            while True:  # every page from the window's start
+                batch = await self._events.since(job_id=job.id, seq=seq, limit=EVENT_PAGE)
+                for event in batch:
+                    if event.id not in seen:
+                        seen[event.id] = event.seq
+                        newest = max(newest, event.seq)
+                        yield event
+                if len(batch) < EVENT_PAGE:
+                    break
+                seq = batch[-1].seq
+            horizon = newest - LATE_EVENT_WINDOW_US
+            seen = {event_id: seq for event_id, seq in seen.items() if seq >= horizon}
+            if finished:  # read once more after seeing the end, so the final events are never cut off
                 return
             await asyncio.sleep(self._settings.stream_poll_s)
             job = await self.get(client_id=client_id, job_id=job_id)
