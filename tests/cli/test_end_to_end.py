@@ -109,5 +109,14 @@ def test_upload_create_watch_deploy_and_chat(
     assert missing.returncode == 1 and "no fine-tuning job 'ftjob-nope'" in missing.stderr
     deployments = json.loads(ok(run_cli("deployments", "ls", "--json")))
     assert {d["model"] for d in deployments["data"]} >= {TINY, tuned}
-    assert json.loads(ok(run_cli("undeploy", tuned, "--json")))["status"] in ("deleting", "deleted")
+    # The adapter, then its base: later tests in the session expect the tiny base not deployed.
+    for model in (tuned, TINY):
+        assert json.loads(ok(run_cli("undeploy", model, "--json")))["status"] in ("deleting", "deleted")
+        for _ in range(600):
+            listed = json.loads(ok(run_cli("deployments", "ls", "--json")))["data"]
+            if model not in {d["model"] for d in listed}:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"{model} still deployed: {listed}")
     print(f"watch + base deploy: {watch_s:.0f} s\n{out}\nanswer: {streamed!r}")
