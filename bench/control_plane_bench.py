@@ -13,8 +13,8 @@ Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CP
    a placement group holds the cluster's free CPUs, so what the tracker launches waits in Ray and the
    rest in Mini Studio's queue. Then every bench tenant is paused (its limit set to 0, as a tenant at
    its cap: nothing of its launches), the launched jobs cancelled and the CPUs freed.
-3. `deployments` deployment records (records only, status `failed`: no model servers) spread over the
-   tenants, written to the database directly.
+3. `deployments` deployment records of fine-tuned models (records only, status `failed`: no model
+   servers) spread over the tenants, written to the database directly.
 4. Reads as one tenant, the endpoints interleaved: list (first page and a deep `after=` page), retrieve
    (a queued job: with its queue position), events, `/v1/models`, `/v1/deployments`: p50/p99 each.
 5. The tracker's round time and the database's CPU again, idle traffic, with the queue full.
@@ -203,8 +203,8 @@ async def insert_deployments(studio: RunningStudio, tenants: list[dict[str, str]
         to_document(
             Deployment(
                 id=new_id("dep"),
-                model=f"bench-record-{index:05d}",
-                kind="base",
+                model=f"ft:{TINY}:{tenants[index % len(tenants)]['X-Client-Id']}:bench:ftjob-{index:05d}",
+                kind="fine-tuned",
                 base_model=TINY,
                 placement="server",
                 target="serve",

@@ -416,6 +416,10 @@ class DeploymentRepository(Protocol):
         """Return the client's deployments (every deployment when None), oldest first."""
         ...
 
+    async def list_own_and_bases(self, client_id: str) -> builtins.list[Deployment]:
+        """Return the client's deployments and every base model's (which others may use), oldest first."""
+        ...
+
     async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
         """Return the deployments whose status is one of `statuses`, oldest first."""
         ...

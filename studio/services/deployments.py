@@ -204,7 +204,7 @@ class DeploymentService:
 
     async def list(self, client: Client) -> list[Deployment]:
         """Return the deployments the client can use (its own and the base models it is allowed)."""
-        return [d for d in await self._deployments.list() if visible(d, client)]
+        return [d for d in await self._deployments.list_own_and_bases(client.id) if visible(d, client)]
 
     async def delete(self, client: Client, deployment_id: str) -> Deployment:
         """Mark the client's deployment `deleting` (requests to it stop at once); return it.

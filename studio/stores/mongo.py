@@ -61,6 +61,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("model", ASCENDING)], unique=True, name="model_unique"),
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("base_deployment", ASCENDING)]),
+        IndexModel([("kind", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
     ],
 }

@@ -60,6 +60,12 @@ class MongoDeploymentRepository:
     async def list(self, *, client_id: str | None = None) -> builtins.list[Deployment]:
         return await self._find({} if client_id is None else {"client_id": client_id})
 
+    async def list_own_and_bases(self, client_id: str) -> builtins.list[Deployment]:
+        # Two indexed reads rather than every record: a tenant's list must not cost the whole table.
+        found = {d.id: d for d in await self._find({"client_id": client_id})}
+        found.update((d.id, d) for d in await self._find({"kind": "base"}))
+        return sorted(found.values(), key=lambda d: (d.created_at, d.id))
+
     async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
         return await self._find({"status": {"$in": statuses}})
 
