@@ -68,12 +68,13 @@ function headersFor(key, extra = {}) {
   return headers;
 }
 
-/** Call the API and return its JSON (null for 204). Throws ApiError. */
-export async function request(method, path, { body, query, signal, key = session.key } = {}) {
+/** Send a JSON request (or none) and return the response when it is ok. Throws ApiError. */
+async function send(method, path, { body, signal, key, accept }) {
   const extra = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  if (accept) extra.Accept = accept;
   let response;
   try {
-    response = await fetch(withQuery(path, query), {
+    response = await fetch(path, {
       method,
       headers: headersFor(key, extra),
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -84,6 +85,12 @@ export async function request(method, path, { body, query, signal, key = session
     throw networkError(error.message);
   }
   if (!response.ok) throw await errorOfResponse(response);
+  return response;
+}
+
+/** Call the API and return its JSON (null for 204). Throws ApiError. */
+export async function request(method, path, { body, query, signal, key = session.key } = {}) {
+  const response = await send(method, withQuery(path, query), { body, signal, key });
   if (response.status === 204) return null;
   const type = response.headers.get('content-type') || '';
   return type.includes('json') ? response.json() : response.text();
@@ -102,20 +109,7 @@ export const api = {
  * starts (the HTTP error) and for an error event inside it (OpenAI's `{"error": ...}`).
  */
 export async function* readEvents(method, path, { body, signal } = {}) {
-  const extra = body === undefined ? {} : { 'Content-Type': 'application/json' };
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers: headersFor(session.key, { ...extra, Accept: 'text/event-stream' }),
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
-  } catch (error) {
-    if (error.name === 'AbortError') throw error;
-    throw networkError(error.message);
-  }
-  if (!response.ok) throw await errorOfResponse(response);
+  const response = await send(method, path, { body, signal, key: session.key, accept: 'text/event-stream' });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   try {
