@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,8 @@ from studio.config import DatasetSettings
 from studio.domain.datasets import ValidationLimits
 from studio.domain.files import check_filename
 from studio.domain.ids import new_id, unix_now
-from studio.errors import Conflict, InvalidInput, NotFound, Unavailable
+from studio.domain.limits import model_allowed
+from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from studio.ports import (
     BaseModelRepository,
     DatasetRepository,
@@ -96,20 +97,33 @@ class DatasetService:
         await self._files.remove(f"{staged.client_id}/{staged.dataset_id}")
 
     async def ingest(
-        self, staged: StagedFile, *, filename: str | None, purpose: str | None, model: str | None = None
+        self,
+        staged: StagedFile,
+        *,
+        filename: str | None,
+        purpose: str | None,
+        model: str | None = None,
+        allowed_base_models: Sequence[str] = (),
     ) -> Dataset:
         """Turn a staged upload into a dataset and validate it.
 
         Small files are validated before this returns (`ready` or `invalid`); bigger ones come back
         `validating` and are finished in the background. The same bytes uploaded again by the same
-        client return the existing dataset. With `model` (a registered base model) tokens are counted
-        with its tokenizer, else estimated.
+        client return the existing dataset. With `model` (a registered base model the client may use,
+        by `allowed_base_models`) tokens are counted with its tokenizer, else estimated.
 
         Raises:
             InvalidInput: a bad file name or extension, a purpose other than fine-tune, an empty file.
-            NotFound: `model` is not a registered base model.
+            NotFound: `model` is not a registered base model. Forbidden: the client may not use it
+            (its tokenizer would be fetched on the client's behalf).
         """
         try:
+            if model is not None and not model_allowed(list(allowed_base_models), model):
+                raise Forbidden(
+                    f"this client may not use the base model {model!r}",
+                    param="model",
+                    code="model_not_allowed",
+                )
             if model is not None and await self._base_models.get(model) is None:
                 raise NotFound(f"unknown base model {model!r}", param="model", code="model_not_found")
             name = check_filename(filename)

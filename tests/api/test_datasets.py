@@ -406,3 +406,15 @@ async def test_tokens_are_counted_with_the_named_base_models_tokenizer(
     assert unknown.json()["error"]["param"] == "model"
     listed = await client.files.list()
     assert sorted(f.filename for f in listed.data) == ["est.jsonl", "tok.jsonl"]
+
+    # A base model the client may not use is refused before its tokenizer is fetched, nothing stored.
+    _, narrow = await new_client(api, "narrow", allowed_base_models=["acme/*"])
+    for path, field in (("/v1/files", "model"), ("/fine_tuning/upload-dataset", "base_model")):
+        refused = await api.post(
+            path,
+            files={"file": ("x.jsonl", jsonl(chat_rows(2, seed=10)))},
+            data={"purpose": "fine-tune", field: TINY_MODEL_NAME},
+            headers=narrow,
+        )
+        assert_error(refused, 403, "model_not_allowed")
+    assert (await api.get("/v1/files", headers=narrow)).json()["data"] == []

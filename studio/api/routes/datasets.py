@@ -22,7 +22,13 @@ async def upload_dataset(request: Request, principal: PrincipalDep, datasets: Da
     purpose = form.fields.get("purpose", "fine-tune")
     model = form.fields.get("base_model") or form.fields.get("model")
     return DatasetPublic.of(
-        await datasets.ingest(staged, filename=form.filename, purpose=purpose, model=model)
+        await datasets.ingest(
+            staged,
+            filename=form.filename,
+            purpose=purpose,
+            model=model,
+            allowed_base_models=principal.client.limits.allowed_base_models,
+        )
     )
 
 

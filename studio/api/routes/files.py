@@ -43,7 +43,11 @@ async def create_file(request: Request, principal: PrincipalDep, datasets: Datas
     form = MultipartUpload(request, file_field="file")
     staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
     dataset = await datasets.ingest(
-        staged, filename=form.filename, purpose=form.fields.get("purpose"), model=form.fields.get("model")
+        staged,
+        filename=form.filename,
+        purpose=form.fields.get("purpose"),
+        model=form.fields.get("model"),
+        allowed_base_models=principal.client.limits.allowed_base_models,
     )
     return FilePublic.of(dataset)
 
