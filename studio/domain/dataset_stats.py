@@ -12,11 +12,13 @@ import json
 from array import array
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 # A per-example count larger than this cannot happen within the line-size limit, but clamping keeps
 # `array("I")` from raising OverflowError on a pathological custom token counter.
 _MAX_U32 = 2**32 - 1
+# Bins of the tokens-per-example histogram a dataset's statistics carry.
+HISTOGRAM_BINS = 12
 
 # One encoder built once: `json.dumps(obj, sort_keys=True, separators=(",", ":"))` would build a new
 # one for every row, and this produces exactly the same text.
@@ -33,6 +35,14 @@ class Distribution(BaseModel):
     max: float
 
 
+class HistogramBin(BaseModel):
+    """How many values fall in `low..high` (both included)."""
+
+    low: int
+    high: int
+    count: int
+
+
 class DatasetStats(BaseModel):
     """Statistics of a dataset; every count except `rows` covers only the valid examples."""
 
@@ -40,6 +50,8 @@ class DatasetStats(BaseModel):
     valid_rows: int
     tokens_total: int
     tokens_per_example: Distribution
+    # Empty on datasets validated before it existed.
+    token_histogram: list[HistogramBin] = Field(default_factory=list)
     trained_tokens_total: int
     turns_per_example: Distribution
     role_counts: dict[str, int]
@@ -63,6 +75,22 @@ def distribution(values: Sequence[int]) -> Distribution:
         p95=_nearest_rank(ordered, 95),
         max=ordered[-1],
     )
+
+
+def histogram(values: Sequence[int], *, bins: int = HISTOGRAM_BINS) -> list[HistogramBin]:
+    """Return `values` counted in at most `bins` equal-width integer ranges from their min to their max
+    (no bins when empty, one when all are equal)."""
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    width = max(1, -(-(high - low + 1) // bins))  # ceil: the last range reaches the max
+    counts = [0] * (-(-(high - low + 1) // width))
+    for value in values:
+        counts[(value - low) // width] += 1
+    return [
+        HistogramBin(low=low + i * width, high=min(high, low + (i + 1) * width - 1), count=n)
+        for i, n in enumerate(counts)
+    ]
 
 
 def _nearest_rank(ordered: list[int], percent: int) -> int:
@@ -149,6 +177,7 @@ class StatsAccumulator:
             valid_rows=self.valid_rows,
             tokens_total=total,
             tokens_per_example=distribution(self.tokens),
+            token_histogram=histogram(self.tokens),
             trained_tokens_total=self.trained_tokens_total,
             turns_per_example=distribution(self.turns),
             role_counts=dict(self.role_counts),

@@ -140,6 +140,9 @@ def test_sign_in_and_datasets(studio: Studio, studio_page: StudioPage) -> None:
     expect(article.get_by_role("heading", name="big.jsonl")).to_be_visible()
     expect(article).to_contain_text("ready")
     expect(article.get_by_role("region", name="Statistics")).to_contain_text("Rows64")
+    histogram = article.get_by_role("figure", name="Examples by tokens")
+    expect(histogram).to_be_visible()  # the 64 examples counted by length
+    assert histogram.locator(".hist-row").count() >= 1
     assert len(dropped) == 1
 
     # Delete the broken one.

@@ -524,3 +524,16 @@ def test_throughput_on_a_20_mb_chat_file(capsys: pytest.CaptureFixture[str]) -> 
     with capsys.disabled():
         rate = len(data) / elapsed / 1e6
         print(f"\ndataset validation: {rate:.1f} MB/s ({len(lines)} rows, {len(data)} bytes, one core)")
+
+
+def test_token_histogram_counts_every_example_in_equal_ranges() -> None:
+    from studio.domain.dataset_stats import histogram
+
+    assert histogram([]) == []
+    (only,) = histogram([7, 7, 7])
+    assert (only.low, only.high, only.count) == (7, 7, 3)
+    bins = histogram([1, 2, 3, 10, 24], bins=3)
+    assert [(b.low, b.high, b.count) for b in bins] == [(1, 8, 3), (9, 16, 1), (17, 24, 1)]
+    assert (
+        sum(b.count for b in histogram(list(range(1000)))) == 1000 and len(histogram(list(range(1000)))) == 12
+    )

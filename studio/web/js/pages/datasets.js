@@ -91,6 +91,18 @@ function Distribution({ label, value }) {
   </figure>`;
 }
 
+function Histogram({ label, bins }) {
+  if (!bins || bins.length === 0) return null;
+  const most = Math.max(...bins.map((bin) => bin.count), 1);
+  return html`<figure class="distribution histogram" aria-label=${label}>
+    <figcaption>${label}</figcaption>
+    ${bins.map((bin) => html`<div class="dist-row hist-row">
+      <span>${bin.low === bin.high ? bin.low : `${bin.low}–${bin.high}`}</span>
+      <span class="bar" style=${`width:${Math.max(1, (100 * bin.count) / most)}%`}></span><span>${count(bin.count)}</span>
+    </div>`)}
+  </figure>`;
+}
+
 function Stats({ stats }) {
   if (!stats) return null;
   const roles = Object.entries(stats.role_counts || {}).map(([role, n]) => `${role} ${count(n)}`).join(', ');
@@ -111,6 +123,7 @@ function Stats({ stats }) {
     ]} />
     <div class="dists">
       <${Distribution} label="Tokens per example" value=${stats.tokens_per_example} />
+      <${Histogram} label="Examples by tokens" bins=${stats.token_histogram} />
       <${Distribution} label="Turns per example" value=${stats.turns_per_example} />
     </div>
   </section>`;
