@@ -67,17 +67,28 @@ class RayClusterInfo:
         self._timeout_s = timeout_s
         self._max_age_s = max_age_s
         self._last: tuple[float, ClusterResources] | None = None
-        self._lock = asyncio.Lock()
+        self._reading: asyncio.Future[ClusterResources] | None = None
 
     async def resources(self) -> ClusterResources:
-        """Raises Unavailable when the cluster's control store does not answer in time."""
-        async with self._lock:  # one read at a time; the callers queued behind it take its result
-            now = time.monotonic()
-            if self._last is not None and now - self._last[0] < self._max_age_s:
-                return self._last[1]
+        """Raises Unavailable when the cluster's control store does not answer in time.
+
+        Callers that arrive while a read is under way wait for that read: its result, or its failure
+        after one timeout (during an outage they do not queue up for one timeout each).
+        """
+        if self._last is not None and time.monotonic() - self._last[0] < self._max_age_s:
+            return self._last[1]
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_and_keep())
+        # Shielded: a caller that goes away (its client disconnected) does not cancel the others' read.
+        return await asyncio.shield(self._reading)
+
+    async def _read_and_keep(self) -> ClusterResources:
+        try:
             resources = await self._read()
             self._last = (time.monotonic(), resources)
             return resources
+        finally:
+            self._reading = None
 
     async def _read(self) -> ClusterResources:
         def read() -> ClusterResources:

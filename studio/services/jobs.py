@@ -144,8 +144,8 @@ class JobService:
         cap = client.limits.max_queued_jobs
         if await self._jobs.count_waiting(client.id, limit=cap) >= cap:
             raise QuotaExceeded(
-                f"this client has {cap} jobs waiting in the queue, its limit (max_queued_jobs); "
-                "create more once some have started",
+                f"this client may have {cap} jobs waiting in the queue at most (max_queued_jobs) and has "
+                "that many; create more once some have started",
                 code="too_many_queued_jobs",
                 retry_after_s=60,
             )
