@@ -90,7 +90,14 @@ def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: h
     # A request for a model still starting waits for it instead of failing.
     base_text = chat(sdk, TINY)
     assert http.get(f"/v1/deployments/{base['id']}", headers=headers).json()["status"] == "ready"
-    assert sdk.models.retrieve(TINY).model_dump()["deployment"]["status"] == "ready"
+    # `/v1/models` answers from each ingress replica's routing table, which follows the store within
+    # its refresh interval: the other replica may say `deploying` for a moment after `ready`.
+    for _ in range(60):
+        status = sdk.models.retrieve(TINY).model_dump()["deployment"]["status"]
+        if status == "ready":
+            break
+        time.sleep(0.5)
+    assert status == "ready"
 
     reply = sdk.chat.completions.create(model=TINY, messages=QUESTION, max_tokens=8, n=2, seed=3)
     assert len(reply.choices) == 2 and reply.usage and reply.usage.completion_tokens > 0
