@@ -8,15 +8,29 @@ after the mode or the Jobs API's health changed.
 A submission never runs twice: before starting one, `submit` looks for a run of the same submission id
 under the other launcher and adopts it (each launcher adopts its own). The one window left: a Jobs API
 that times out but takes the submission later, after the fallback started the actor.
+
+A Ray job outlives the dashboard: when the Jobs API stops answering mid-job, its status, log and stop go
+through the cluster itself (`RayJobRecords`), so the job is still followed to its end, whatever the mode.
+After the Jobs API failed, it is left alone for `JOBS_API_RETRY_S` (no timeout paid on every call of a
+round while a hung dashboard restarts).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from studio.backends.ray_actor_jobs import RayActorLauncher, actor_launch_id
-from studio.backends.ray_jobs import RayJobLauncher, jobs_api_has_run
+from studio.backends.ray_job_records import RayJobRecords
+from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.jobs import LaunchMode, launcher_of
 from studio.errors import Unavailable
 from studio.schemas.jobs import LaunchStatus
+
+T = TypeVar("T")
+
+JOBS_API_RETRY_S = 30.0
 
 
 class FallbackLauncher:
@@ -38,6 +52,21 @@ class FallbackLauncher:
         self._fallback = fallback
         self._mode = mode
         self._timeout_s = timeout_s
+        self._records = RayJobRecords(timeout_s=timeout_s)
+        self._jobs_api_down_until = 0.0
+
+    def _jobs_api_down(self) -> bool:
+        return time.monotonic() < self._jobs_api_down_until
+
+    async def _jobs_api(self, call: Callable[[RayJobLauncher], Awaitable[T]]) -> T:
+        """Return `call(primary)`; remember a failure for JOBS_API_RETRY_S. Raises what it raises."""
+        if self._jobs_api_down():
+            raise Unavailable("the Ray Jobs API failed moments ago")
+        try:
+            return await call(self._primary)
+        except Unavailable:
+            self._jobs_api_down_until = time.monotonic() + JOBS_API_RETRY_S
+            raise
 
     async def submit(
         self,
@@ -70,31 +99,46 @@ class FallbackLauncher:
 
         if self._mode != "actor":
             try:
-                return await through(self._primary)  # adopts a Ray job of the same id
+                return await self._jobs_api(through)  # adopts a Ray job of the same id
             except Unavailable:
                 if self._mode == "jobs_api":
                     raise
         # The Jobs API may have taken this submission before it went away: its record says so.
-        if await jobs_api_has_run(submission_id, timeout_s=self._timeout_s):
+        if await self._records.has_run(submission_id):
             return submission_id
         return await through(self._fallback)
 
-    def _launcher_of(self, ray_job_id: str) -> RayJobLauncher | RayActorLauncher:
-        """Return the launcher that started `ray_job_id`, whatever the mode is now."""
-        return self._fallback if launcher_of(ray_job_id) == "actor" else self._primary
+    async def _ray_job(
+        self,
+        call: Callable[[RayJobLauncher], Awaitable[T]],
+        fallback: Callable[[RayJobRecords], Awaitable[T]],
+    ) -> T:
+        """Return `call` on the Jobs API, or `fallback` on the cluster's records when it is down."""
+        try:
+            return await self._jobs_api(call)
+        except Unavailable:
+            return await fallback(self._records)
 
     async def status(self, ray_job_id: str) -> LaunchStatus:
         """Return the run's state from the launcher that started it. Raises NotFound, Unavailable."""
-        return await self._launcher_of(ray_job_id).status(ray_job_id)
+        if launcher_of(ray_job_id) == "actor":
+            return await self._fallback.status(ray_job_id)
+        return await self._ray_job(lambda jobs: jobs.status(ray_job_id), lambda rec: rec.status(ray_job_id))
 
     async def stop(self, ray_job_id: str) -> bool:
         """Stop the run through the launcher that started it; return whether it was running."""
-        return await self._launcher_of(ray_job_id).stop(ray_job_id)
+        if launcher_of(ray_job_id) == "actor":
+            return await self._fallback.stop(ray_job_id)
+        return await self._ray_job(lambda jobs: jobs.stop(ray_job_id), lambda rec: rec.stop(ray_job_id))
 
     async def logs(self, ray_job_id: str) -> str:
         """Return the run's whole log from the launcher that started it. Raises NotFound."""
-        return await self._launcher_of(ray_job_id).logs(ray_job_id)
+        if launcher_of(ray_job_id) == "actor":
+            return await self._fallback.logs(ray_job_id)
+        return await self._ray_job(lambda jobs: jobs.logs(ray_job_id), lambda rec: rec.logs(ray_job_id))
 
     async def release(self, ray_job_id: str) -> bool:
         """Free what an ended run still holds (an actor and its resources); return whether it held any."""
-        return await self._launcher_of(ray_job_id).release(ray_job_id)
+        if launcher_of(ray_job_id) == "actor":
+            return await self._fallback.release(ray_job_id)
+        return False  # an ended Ray job holds nothing

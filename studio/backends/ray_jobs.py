@@ -13,12 +13,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ray
-from ray._private.ray_constants import KV_NAMESPACE_JOB
-from ray.dashboard.modules.job.common import JobInfoStorageClient
-from ray.experimental.internal_kv import _internal_kv_exists
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from studio.backends.ray_calls import in_thread
 from studio.errors import NotFound, Unavailable
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
@@ -142,17 +138,3 @@ class RayJobLauncher:
     async def logs(self, ray_job_id: str) -> str:
         """Return everything the job printed. Raises NotFound."""
         return await self._about(ray_job_id, lambda client: str(client.get_job_logs(ray_job_id)))
-
-
-async def jobs_api_has_run(submission_id: str, *, timeout_s: float) -> bool:
-    """Return whether the Jobs API recorded `submission_id`, read from the GCS (no dashboard needed).
-
-    The Jobs API keeps one record per submission in the GCS key-value store, written before its job
-    starts and kept after it ends. Raises Unavailable when the GCS does not answer in time.
-    """
-    key = JobInfoStorageClient.JOB_DATA_KEY.format(job_id=submission_id)
-
-    def exists() -> bool:
-        return bool(_internal_kv_exists(key, namespace=KV_NAMESPACE_JOB))
-
-    return await in_thread(exists, timeout_s=timeout_s)

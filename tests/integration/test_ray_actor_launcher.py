@@ -11,7 +11,8 @@ import ray
 
 from studio.backends.launchers import FallbackLauncher
 from studio.backends.ray_actor_jobs import RayActorLauncher, actor_name
-from studio.backends.ray_jobs import RayJobLauncher, jobs_api_has_run
+from studio.backends.ray_job_records import RayJobRecords
+from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.ids import new_id
 from studio.domain.jobs import classify_exit, launcher_of
 from studio.errors import NotFound
@@ -177,7 +178,7 @@ async def test_a_working_jobs_api_runs_ray_jobs_and_is_never_doubled(
     status = await wait_until_done(launcher, launch_id)
     assert status.state == "succeeded", (await launcher.logs(launch_id))[-2000:]
     # Forced onto actors later, the same submission adopts the Ray job rather than running again.
-    assert await jobs_api_has_run(submission_id, timeout_s=10)
+    assert await RayJobRecords(timeout_s=10).has_run(submission_id)
     forced = FallbackLauncher(RayJobLauncher(ray_cluster), actors, mode="actor")
     assert await forced.submit(submission_id=submission_id, **run) == submission_id
     assert not await actors.has_run(submission_id)

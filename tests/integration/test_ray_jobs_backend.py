@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from studio.backends.ray_job_records import RayJobRecords
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.ids import new_id
 from studio.errors import NotFound, Unavailable
@@ -30,6 +31,11 @@ async def test_training_runs_as_a_ray_job(ray_cluster: str, tmp_path: Path) -> N
     status = await wait_until_done(launcher, submitted)
     logs = await launcher.logs(submitted)
     assert status.state == "succeeded", logs[-2000:]
+    # Without the dashboard, the cluster's own records give the same end and the same log.
+    records = RayJobRecords(timeout_s=10)
+    assert (await records.status(submitted)).state == "succeeded"
+    assert await records.logs(submitted) == logs and await records.has_run(submitted)
+    assert await records.read_log(submitted, offset=10, max_bytes=20) == logs.encode()[10:30]
     events = events_of(logs)
     assert [event for event in events if event["type"] == "checkpoint"]
     (result,) = [event for event in events if event["type"] == "result"]
@@ -49,10 +55,15 @@ async def test_stop_ends_a_running_job(ray_cluster: str, tmp_path: Path) -> None
         if (await launcher.status(submitted)).state == "running":
             break
         await asyncio.sleep(0.2)
-    assert await launcher.stop(submitted)
+    records = RayJobRecords(timeout_s=10)
+    assert (await records.status(submitted)).state == "running"
+    assert await records.stop(submitted)  # through its supervisor actor, as the Jobs API does
     assert (await wait_until_done(launcher, submitted)).state == "stopped"
+    assert (await records.status(submitted)).state == "stopped" and not await records.stop(submitted)
     with pytest.raises(NotFound):
         await launcher.status("raysubmit_does_not_exist")
+    with pytest.raises(NotFound):
+        await records.status("raysubmit_does_not_exist")
 
 
 async def test_unreachable_jobs_api_is_unavailable() -> None:
