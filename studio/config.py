@@ -271,6 +271,24 @@ class TrackerSettings(BaseModel):
         le=3600,
         description="How often a ready deployment's model server is checked for having vanished.",
     )
+    max_metrics_events_per_attempt: int = Field(
+        default=2000,
+        ge=10,
+        le=1_000_000,
+        description=(
+            "Training-step metrics events stored per run attempt at most: a longer run keeps every "
+            "n-th step (its whole curve at a lower resolution); the job's progress still follows every step."
+        ),
+    )
+    event_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=36_500,
+        description="Events of jobs finished more than this many days ago are deleted (0: kept forever).",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, le=86_400, description="How often the tracker sweeps expired job events."
+    )
 
 
 class K8sSettings(BaseModel):

@@ -235,6 +235,21 @@ class JobRepository(Protocol):
         """Write `changes` if the stored status is still `expected`; return the stored job, or None."""
         ...
 
+    async def finished_before(
+        self, *, before: int, after: str | None, limit: int
+    ) -> builtins.list[Job] | None:
+        """Return up to `limit` jobs finished before the unix time `before`, in order of `finished_at`
+        (then id), past the job `after`; None when `after` is no longer stored."""
+        ...
+
+    async def retention_mark(self) -> str | None:
+        """Return the last job whose events the retention sweep deleted, or None before its first."""
+        ...
+
+    async def put_retention_mark(self, job_id: str) -> None:
+        """Store the last job whose events the retention sweep deleted."""
+        ...
+
 
 class JobEventRepository(Protocol):
     """Job events (`fine_tuning_job_events`)."""
@@ -249,6 +264,10 @@ class JobEventRepository(Protocol):
 
     async def since(self, *, job_id: str, seq: int, limit: int) -> builtins.list[JobEvent]:
         """Return the job's events with `seq` above `seq`, oldest first (for live streams)."""
+        ...
+
+    async def delete_for_jobs(self, job_ids: builtins.list[str]) -> int:
+        """Delete every event of the jobs `job_ids`; return how many were deleted."""
         ...
 
 

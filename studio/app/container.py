@@ -23,6 +23,7 @@ from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService, Probe
 from studio.services.inference import InferenceService
 from studio.services.job_journal import JobJournal
+from studio.services.job_retention import EventRetention
 from studio.services.job_runner import JobRunner, RoundObserver
 from studio.services.jobs import Compute, JobService
 from studio.services.models import ModelCatalog
@@ -191,6 +192,12 @@ async def open_job_runner(
             tracker=settings.tracker,
             models_dir=settings.models_dir,
             on_round=on_round,
+            retention=EventRetention(
+                jobs=store.jobs,
+                events=store.job_events,
+                retention_days=settings.tracker.event_retention_days,
+                interval_s=settings.tracker.retention_interval_s,
+            ),
         )
 
 

@@ -73,3 +73,17 @@ def describe(event: TrainingEvent) -> tuple[Level, str]:
             f"Training finished after {f.get('steps')} steps, {f.get('trained_tokens')} trained tokens",
         )
     return "info", f"{event.type or 'event'}: " + json.dumps(f, sort_keys=True)[:500]
+
+
+def keeps_metrics(*, step: int | None, total_steps: int | None, cap: int) -> bool:
+    """Return whether a metrics event of `step` is stored, keeping at most about `cap` per attempt.
+
+    Every step while the run has at most `cap` steps; past that, every `stride`-th step (stride
+    `ceil(total_steps / cap)`) and the last one, so a long run's curve keeps its whole length at a
+    lower resolution instead of its first `cap` steps. Events without a step are always kept. The
+    progress fields on the job update from every event, stored or not.
+    """
+    if step is None or total_steps is None or total_steps <= cap:
+        return True
+    stride = -(-total_steps // cap)
+    return step % stride == 0 or step >= total_steps

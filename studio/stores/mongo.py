@@ -40,6 +40,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "uploads": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+        # The retention sweep: finished jobs in the order they finished.
+        IndexModel([("finished_at", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
         # The queue: which clients wait (distinct), each client's oldest waiting job, the launched ones.
         IndexModel([("status", ASCENDING), ("launched", ASCENDING), ("client_id", ASCENDING)]),

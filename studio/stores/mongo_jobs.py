@@ -22,6 +22,7 @@ WAITING: dict[str, Any] = {"status": "queued", "launched": False}
 LAUNCHED: dict[str, Any] = {"status": "queued", "launched": True}
 # A client's waiting jobs in launch order (documents older than `created_ns` hold 0 there: first).
 QUEUE_SUMMARY_ID = "summary"
+RETENTION_MARK_ID = "retention"
 QUEUE_ORDER = [("priority", DESCENDING), ("created_ns", ASCENDING), ("_id", ASCENDING)]
 
 
@@ -156,6 +157,34 @@ class MongoJobRepository:
             )
         return from_document(Job, doc)
 
+    async def finished_before(
+        self, *, before: int, after: str | None, limit: int
+    ) -> builtins.list[Job] | None:
+        with mongo_errors():
+            if after is not None and await self._jobs.find_one({"_id": after}, projection={"_id": 1}) is None:
+                return None
+            # Unfinished jobs hold no `finished_at` and are not in the range; the index orders the rest.
+            docs = await page(
+                self._jobs,
+                {"finished_at": {"$gt": 0}},
+                key="finished_at",
+                after=after,
+                limit=limit,
+                ascending=True,
+            )
+        jobs = [job for doc in docs if (job := from_document(Job, doc)) is not None]
+        return [job for job in jobs if job.finished_at is not None and job.finished_at < before]
+
+    async def retention_mark(self) -> str | None:
+        with mongo_errors():
+            doc = await self._summary.find_one({"_id": RETENTION_MARK_ID})
+        return None if doc is None else str(doc["job_id"])
+
+    async def put_retention_mark(self, job_id: str) -> None:
+        # Derived (w=1): a lost mark only makes the next sweep look at jobs it already swept.
+        with mongo_errors():
+            await self._summary.replace_one({"_id": RETENTION_MARK_ID}, {"job_id": job_id}, upsert=True)
+
 
 class MongoJobEventRepository:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
@@ -184,6 +213,11 @@ class MongoJobEventRepository:
             cursor = self._events.find({"job_id": job_id, "seq": {"$gt": seq}}).sort([("seq", ASCENDING)])
             docs = await cursor.limit(limit).to_list()
         return [e for doc in docs if (e := from_document(JobEvent, doc)) is not None]
+
+    async def delete_for_jobs(self, job_ids: builtins.list[str]) -> int:
+        with mongo_errors():
+            result = await self._events.delete_many({"job_id": {"$in": job_ids}})
+        return result.deleted_count
 
 
 class MongoCheckpointRepository:
