@@ -129,6 +129,20 @@ class ApiSettings(BaseModel):
             "they are read."
         ),
     )
+    idempotency_ttl_s: float = Field(
+        default=86_400,
+        ge=60,
+        description="How long an Idempotency-Key's stored answer is kept (24 h, as OpenAI's and Stripe's).",
+    )
+    idempotency_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long a request waits for the answer of an earlier one with its Idempotency-Key that is "
+            "still running, before a 409 idempotency_key_in_progress (which the SDK retries)."
+        ),
+    )
     unknown_key_cache_s: float = Field(
         default=5.0,
         ge=0,
@@ -193,6 +207,52 @@ class DatasetSettings(BaseModel):
     worker_interval_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(default=300.0, gt=0)
     mirror_backoff_max_s: float = Field(default=600.0, gt=0)
+    max_upload_parts: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description=(
+            "Parts one upload (/v1/uploads) may hold; their total may pass the upload's declared bytes by "
+            "one part at most (room for a retried part)."
+        ),
+    )
+
+
+class StorageSettings(BaseModel):
+    """The data directory's disk: the free-space guard on new writes, and the sweeper of leftovers."""
+
+    min_free_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description=(
+            "New writes (uploads, parts, file creates) are refused with 507 while the data directory's "
+            "disk has less free than the larger of this and `min_free_percent`, so MongoDB keeps working."
+        ),
+    )
+    min_free_percent: float = Field(
+        default=5.0, ge=0, le=100, description="The guard's floor as a share of the disk's size."
+    )
+    retry_after_s: int = Field(
+        default=60, ge=1, le=3600, description="Retry-After of a 507 from the disk guard."
+    )
+    sweep_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "How often one ingress replica (whichever takes the lease) removes expired uploads and "
+            "orphaned files and checks that every file's bytes are still on disk."
+        ),
+    )
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * 86_400,
+        description=(
+            "A directory under the datasets directory that no record claims is removed once nothing in "
+            "it has changed for this long (a crash between writing a file and recording it)."
+        ),
+    )
 
 
 class TrainingSettings(BaseModel):
@@ -335,6 +395,9 @@ class DefaultLimits(BaseModel):
     max_deployments: int = Field(default=2, ge=0)
     max_queued_jobs: int = Field(default=1000, ge=0)
     requests_per_minute: int = Field(default=600, ge=1)
+    max_stored_bytes: int = Field(default=100 * 1024**3, ge=0)
+    max_files: int = Field(default=10_000, ge=0)
+    max_uploads_in_progress: int = Field(default=20, ge=0)
     allowed_base_models: list[str] = Field(default_factory=lambda: ["*"])
 
 
@@ -359,6 +422,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     default_limits: DefaultLimits = Field(default_factory=DefaultLimits)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     k8s: K8sSettings = Field(default_factory=K8sSettings)

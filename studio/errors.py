@@ -20,6 +20,8 @@ class StudioError(Exception):
 
 
 class InvalidInput(StudioError):
+    """A value the caller got wrong (`param` names it): 400, as OpenAI answers an invalid field."""
+
     code = "invalid_input"
 
 
@@ -42,6 +44,8 @@ class NotFound(StudioError):
 
 
 class Conflict(StudioError):
+    """The resource's state refuses the request (409); the SDK is told not to retry it."""
+
     code = "conflict"
 
 
@@ -71,3 +75,38 @@ class Unavailable(StudioError):
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.retry_after_s = retry_after_s
+
+
+# -- storage (issue 11): a client's quota, and the disk guard -------------------------------------
+
+
+class StorageQuotaExceeded(Forbidden):
+    """A write would take a client past a storage quota: 403 (a retry does not help; deleting does).
+
+    `quota` names the limit (`max_stored_bytes`, `max_files`, `max_uploads_in_progress`), `limit` is its
+    value and `used` what the client holds now; the message says all three.
+    """
+
+    code = "storage_quota_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        quota: str,
+        limit: int,
+        used: int,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+
+
+class InsufficientStorage(Unavailable):
+    """The data directory's disk is under its free-space floor: new writes are refused (507, Retry-After)
+    so that the database on the same disk keeps working."""
+
+    code = "insufficient_storage"

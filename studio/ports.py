@@ -107,6 +107,22 @@ class DatasetRepository(Protocol):
         """Return the id of a queued or running job that uses the dataset, or None."""
         ...
 
+    async def usage(self, client_id: str) -> tuple[int, int]:
+        """Return the total bytes and the number of the client's datasets, counted from the store."""
+        ...
+
+    async def known_ids(self, *, client_id: str, ids: builtins.list[str]) -> set[str]:
+        """Return which of `ids` are datasets of the client."""
+        ...
+
+    async def paths(self, *, after: str | None, limit: int) -> builtins.list[StoredPath]:
+        """Return a page of every client's datasets' local paths, in id order after the id `after`."""
+        ...
+
+    async def set_missing(self, *, client_id: str, dataset_id: str, missing_since: int | None) -> None:
+        """Mark the dataset's file as missing from disk since then (None: found again)."""
+        ...
+
 
 class UploadRepository(Protocol):
     """Multi-part uploads in progress (`uploads`)."""
@@ -115,8 +131,26 @@ class UploadRepository(Protocol):
 
     async def get(self, *, client_id: str, upload_id: str) -> Upload | None: ...
 
-    async def add_part(self, *, client_id: str, upload_id: str, part: UploadPart) -> Upload | None:
-        """Append a part to a pending upload; None when it is no longer pending."""
+    async def add_part(
+        self, *, client_id: str, upload_id: str, part: UploadPart, max_parts: int, max_total_bytes: int
+    ) -> Upload | None:
+        """Append a part to a pending upload that holds fewer than `max_parts` parts and whose parts
+        stay within `max_total_bytes` with it, in one conditional write; None when any of that fails."""
+        ...
+
+    async def usage(self, *, client_id: str, now: int) -> tuple[int, int]:
+        """Return the number and the declared bytes of the client's pending uploads not expired at `now`."""
+        ...
+
+    async def take_expired(self, *, before: int) -> Upload | None:
+        """Delete and return one upload (any status) that expired before `before`; None if none.
+
+        Atomic: of two replicas sweeping at once, each upload goes to one.
+        """
+        ...
+
+    async def pending_ids(self, *, client_id: str, ids: list[str]) -> set[str]:
+        """Return which of `ids` are pending uploads of the client."""
         ...
 
     async def finish(
@@ -137,6 +171,42 @@ class WrittenFile:
     bytes: int
     sha256: str
     md5: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPath:
+    """Where a dataset's bytes should be, for the sweeper's check that they still are."""
+
+    id: str
+    client_id: str
+    local_path: str
+    missing_since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """One file system under the data directory. `holds_files`: uploaded bytes land on it."""
+
+    path: str
+    free_bytes: int
+    total_bytes: int
+    holds_files: bool
+
+
+class DiskSpace(Protocol):
+    """Free space of the file systems that hold the data directory and the datasets."""
+
+    async def usage(self) -> list[DiskUsage]:
+        """Return each distinct file system once."""
+        ...
+
+
+class LeaseRepository(Protocol):
+    """Named leases, so that one of several replicas does a periodic piece of work (`leases`)."""
+
+    async def claim(self, name: str, *, holder: str, now: float, until: float) -> bool:
+        """Take the lease `name` until `until` if nobody holds it at `now`; return whether it was taken."""
+        ...
 
 
 class FileStore(Protocol):
@@ -165,6 +235,14 @@ class FileStore(Protocol):
         ...
 
     def absolute(self, relative_path: str) -> Path: ...
+
+    async def children(self, relative_path: str) -> list[str]:
+        """Return the names of the directories right under `relative_path` ("": the root); [] if none."""
+        ...
+
+    async def last_modified(self, relative_path: str) -> float | None:
+        """Return the newest modification time of the path or anything under it; None if it is gone."""
+        ...
 
 
 class DatasetValidationRunner(Protocol):
@@ -387,7 +465,14 @@ class TrainingLauncher(Protocol):
 
     async def stop(self, ray_job_id: str) -> bool: ...
 
-    async def logs(self, ray_job_id: str) -> str: ...
+    async def logs(self, ray_job_id: str) -> str:
+        """Return the run's whole log (read once, when the tracker finishes an attempt)."""
+        ...
+
+    async def read_log(self, ray_job_id: str, *, offset: int, max_bytes: int) -> bytes:
+        """Return at most `max_bytes` of the run's log from byte `offset` (negative: that many bytes
+        before its end): what the tracker reads each round, and `/logs`' tail."""
+        ...
 
     async def release(self, ray_job_id: str) -> bool:
         """Free what an ended run still holds (its status and log with it); return whether it held any."""

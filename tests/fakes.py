@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio.backends.log_files import slice_range
 from studio.errors import NotFound
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
@@ -53,6 +54,9 @@ class RecordingLauncher:
 
     async def logs(self, ray_job_id: str) -> str:
         return self.logs_of.get(ray_job_id, "")
+
+    async def read_log(self, ray_job_id: str, *, offset: int, max_bytes: int) -> bytes:
+        return slice_range(self.logs_of.get(ray_job_id, "").encode(), offset, max_bytes)
 
     async def release(self, ray_job_id: str) -> bool:
         return self.states.pop(ray_job_id, None) is not None

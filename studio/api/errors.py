@@ -1,8 +1,17 @@
-"""The one table from domain errors to HTTP, and the one error shape (OpenAI's) on the wire."""
+"""The one table from domain errors to HTTP, and the one error shape (OpenAI's) on the wire.
+
+Statuses and `type`s are OpenAI's: an invalid field is a 400 (as in OpenAI's API and vLLM's server, not
+FastAPI's 422), `type` is the broad class (`invalid_request_error` for every refusal of the request itself,
+404 and 409 included) and `code` names Mini Studio's specific reason. Every error also says whether the
+`openai` SDK should retry it (`x-should-retry`, which the SDK obeys before its own rules): "false" on
+permanent refusals (4xx: a 409 here is a state that a retry seconds later does not change), "true" on a
+429 or 503, which carry `Retry-After`; a bare 500 leaves the SDK to its default.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +22,7 @@ from studio.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    InsufficientStorage,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -25,31 +35,39 @@ from studio.schemas.common import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[StudioError], tuple[int, str]] = {
-    InvalidInput: (422, "invalid_request_error"),
-    BadRequest: (400, "invalid_request_error"),
-    Unauthenticated: (401, "authentication_error"),
-    Forbidden: (403, "permission_error"),
-    NotFound: (404, "not_found_error"),
-    Conflict: (409, "conflict_error"),
-    PayloadTooLarge: (413, "invalid_request_error"),
-    QuotaExceeded: (429, "rate_limit_error"),
-    Unavailable: (503, "service_unavailable_error"),
-}
-
 TYPE_OF_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
-    404: "not_found_error",
+    404: "invalid_request_error",
     405: "invalid_request_error",
-    409: "conflict_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
-    422: "invalid_request_error",
     429: "rate_limit_error",
-    503: "service_unavailable_error",
+    500: "server_error",
+    503: "server_error",
+    507: "server_error",
 }
+STATUS_OF: dict[type[StudioError], tuple[int, str]] = {
+    cls: (status, TYPE_OF_STATUS[status])
+    for cls, status in (
+        (InvalidInput, 400),
+        (BadRequest, 400),
+        (Unauthenticated, 401),
+        (Forbidden, 403),
+        (NotFound, 404),
+        (Conflict, 409),
+        (PayloadTooLarge, 413),
+        (QuotaExceeded, 429),
+        (Unavailable, 503),
+        # The disk guard (issue 11): found before Unavailable by status_of, Retry-After as Unavailable.
+        (InsufficientStorage, 507),
+    )
+}
+# The statuses a retry can cure (the answer carries Retry-After); the SDK's default would also retry
+# 408, 409 and every 5xx.
+RETRYABLE_STATUSES = frozenset({429, 503})
 
 
 def error_response(
@@ -61,7 +79,7 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """Return a response in OpenAI's error shape."""
+    """Return a response in OpenAI's error shape, with `x-should-retry` where the status decides it."""
     body = ErrorResponse(
         error=ErrorDetail(
             message=message,
@@ -70,10 +88,23 @@ def error_response(
             code=code,
         )
     )
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return JSONResponse(
+        body.model_dump(), status_code=status, headers={**retry_header(status), **(headers or {})}
+    )
+
+
+def retry_header(status: int) -> dict[str, str]:
+    """Return the `x-should-retry` header of an error status: "true" for 429/503, "false" for other 4xx,
+    none for 5xx (the SDK retries those by default)."""
+    if status in RETRYABLE_STATUSES:
+        return {"x-should-retry": "true"}
+    if 400 <= status < 500 and status != 408:
+        return {"x-should-retry": "false"}
+    return {}
 
 
 def status_of(exc: StudioError) -> tuple[int, str]:
+    """Return the HTTP status and OpenAI error `type` of a domain error (500 `server_error` if unmapped)."""
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
             return STATUS_OF[cls]
@@ -101,9 +132,16 @@ async def _studio_error(_: Request, exc: Exception) -> JSONResponse:
     return studio_error_response(exc)
 
 
+# The steps pydantic adds to an error's location inside a union or a validator (`constrained-int`,
+# `literal['auto']`, `function-after[...]`): not fields, so not part of `param`.
+_SCHEMA_STEP = re.compile(r"^(constrained-\w+|function-\w+|[a-z-]+\[.*\]|int|float|str|bool|none|list|dict)$")
+
+
 def _location(loc: tuple[int | str, ...]) -> str | None:
+    """Return the dotted path of the field at fault (`hyperparameters.n_epochs`), else `body` etc."""
     parts = [str(part) for part in loc[1:]] if loc and loc[0] in {"body", "query", "path", "header"} else []
-    return ".".join(parts) or (str(loc[0]) if loc else None)
+    fields = [part for part in parts if not _SCHEMA_STEP.match(part)]
+    return ".".join(fields) or (str(loc[0]) if loc else None)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -116,7 +154,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return error_response(422, message, param=param, code=str(first.get("type", "invalid")))
+    return error_response(400, message, param=param, code=str(first.get("type", "invalid")))
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from studio.services.clients import ClientService
 from studio.services.datasets import DatasetService
 from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService
+from studio.services.idempotency import IdempotencyService
 from studio.services.inference import InferenceService
 from studio.services.jobs import JobService
 from studio.services.models import ModelCatalog
@@ -30,3 +31,5 @@ class Services:
     deployments: DeploymentService
     inference: InferenceService
     streams: StreamTimings
+    # `Idempotency-Key` on creates; None: the header is ignored.
+    idempotency: IdempotencyService | None = None

@@ -11,6 +11,7 @@ from studio.api.sse import StreamTimings
 from studio.app.builtin_models import builtin_models
 from studio.backends.model_targets import ModelServersByTarget
 from studio.config import Settings
+from studio.domain.ids import new_id
 from studio.ports import DatasetValidationRunner, ModelDemand, ModelServers, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
@@ -21,14 +22,19 @@ from studio.services.datasets import DatasetService
 from studio.services.deployment_runner import DeploymentRunner
 from studio.services.deployments import DeploymentService
 from studio.services.health import HealthService, Probe
+from studio.services.idempotency import IdempotencyService
 from studio.services.inference import InferenceService
 from studio.services.job_journal import JobJournal
+from studio.services.job_results import JobResults
 from studio.services.job_retention import EventRetention
 from studio.services.job_runner import JobRunner, RoundObserver
 from studio.services.jobs import Compute, JobService
 from studio.services.models import ModelCatalog
 from studio.services.routing import RoutingTable
+from studio.services.storage import StorageGuard
+from studio.services.storage_sweeper import StorageSweeper
 from studio.services.uploads import UploadService
+from studio.stores.disk_space import LocalDiskSpace
 from studio.stores.local_files import LocalFileStore, ThreadValidationRunner
 from studio.stores.model_configs import LocalModelInspector
 from studio.stores.mongo import MongoStore
@@ -87,6 +93,20 @@ async def open_services(
             unknown_key_ttl_s=settings.api.unknown_key_cache_s,
         )
         files = LocalFileStore(settings.datasets_dir)
+        storage = StorageGuard(
+            datasets=store.datasets,
+            uploads=store.uploads,
+            disk=LocalDiskSpace(files_root=settings.datasets_dir, data_dir=settings.data_dir),
+            settings=settings.storage,
+        )
+        sweeper = StorageSweeper(
+            datasets=store.datasets,
+            uploads=store.uploads,
+            files=files,
+            leases=store.leases,
+            settings=settings.storage,
+            holder=new_id("sweeper"),
+        )
         datasets = DatasetService(
             repository=store.datasets,
             files=files,
@@ -98,10 +118,16 @@ async def open_services(
             base_models=store.base_models,
             objects=objects,
             settings=settings.datasets,
+            storage=storage,
+            sweeper=sweeper,
         )
         stack.push_async_callback(datasets.close)
         uploads = UploadService(
-            repository=store.uploads, files=files, datasets=datasets, settings=settings.datasets
+            repository=store.uploads,
+            files=files,
+            datasets=datasets,
+            settings=settings.datasets,
+            storage=storage,
         )
         base_models = BaseModelService(repository=store.base_models, inspector=LocalModelInspector())
         await base_models.install_builtins(builtin_models())
@@ -120,7 +146,13 @@ async def open_services(
         routes = RoutingTable(deployments=store.deployments, refresh_s=settings.serving.routing_refresh_s)
         await routes.start()
         stack.push_async_callback(routes.close)
-        models = ModelCatalog(base_models=store.base_models, jobs=store.jobs, deployed=routes.lookup)
+        models = ModelCatalog(
+            base_models=store.base_models,
+            jobs=store.jobs,
+            deployed=routes.lookup,
+            deployments=store.deployments,
+            job_files=LocalFileStore(settings.jobs_dir),
+        )
         deployments = DeploymentService(
             deployments=store.deployments,
             base_models=store.base_models,
@@ -161,6 +193,11 @@ async def open_services(
             streams=StreamTimings(
                 keepalive_s=settings.api.sse_keepalive_s, idle_timeout_s=settings.api.stream_idle_timeout_s
             ),
+            idempotency=IdempotencyService(
+                repository=store.idempotency,
+                ttl_s=settings.api.idempotency_ttl_s,
+                wait_s=settings.api.idempotency_wait_s,
+            ),
         )
 
 
@@ -197,6 +234,13 @@ async def open_job_runner(
                 events=store.job_events,
                 retention_days=settings.tracker.event_retention_days,
                 interval_s=settings.tracker.retention_interval_s,
+            ),
+            results=JobResults(
+                jobs=store.jobs,
+                events=store.job_events,
+                datasets=store.datasets,
+                files=LocalFileStore(settings.datasets_dir),
+                mirror_to_s3=objects is not None,
             ),
         )
 

@@ -66,6 +66,12 @@ class ModelServerSpec:
     memory_request: str | None = None
     memory_limit: str | None = None
     gpus: int = 0
+    # One engine over tp x pp workers, one GPU each (all in the pod: vLLM's multiprocessing executor).
+    # None: every GPU of the pod is a tensor-parallel worker; pp 1.
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    quantization: Literal["fp8"] | None = None
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     # None: from settings.
     cache_size: str | None = None
     storage_class: str | None = None
@@ -144,6 +150,7 @@ def validate_spec(spec: ModelServerSpec, settings: K8sSettings) -> None:
     k8s_names.check_request_within_limit(spec.cpu_request, spec.cpu_limit, field="cpu")
     k8s_names.check_request_within_limit(spec.memory_request, spec.memory_limit, field="memory")
     k8s_names.validate_gpus(spec.gpus)
+    _validate_parallel(spec)
     k8s_names.validate_memory(spec.cache_size or settings.cache_size, field="cache_size")
     storage_class = spec.storage_class or settings.storage_class
     if storage_class is not None:
@@ -151,6 +158,35 @@ def validate_spec(spec: ModelServerSpec, settings: K8sSettings) -> None:
     for key in spec.env:
         if not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
             raise InvalidInput(f"env name {key!r} is not a valid variable name", param="env")
+
+
+def parallel_sizes(spec: ModelServerSpec) -> tuple[int, int]:
+    """Return the (tensor, pipeline) parallel sizes: by default every GPU of the pod is a tensor-parallel
+    worker, as on the Serve target (`studio.domain.serving_plan.parallel_layout`)."""
+    pp = spec.pipeline_parallel_size or 1
+    tp = spec.tensor_parallel_size or (spec.gpus // pp if spec.gpus > 1 else 1)
+    return tp, pp
+
+
+def _validate_parallel(spec: ModelServerSpec) -> None:
+    for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+        value = getattr(spec, name)
+        if value is not None and not 1 <= value <= k8s_names.MAX_GPUS:
+            raise InvalidInput(f"{name} must be from 1 to {k8s_names.MAX_GPUS}", param=name)
+    tp, pp = parallel_sizes(spec)
+    if spec.gpus and tp * pp != spec.gpus:
+        raise InvalidInput(
+            f"tensor_parallel_size x pipeline_parallel_size ({tp} x {pp}) must equal gpus ({spec.gpus}): "
+            "each engine worker holds one GPU",
+            param="tensor_parallel_size",
+        )
+    if not spec.gpus and pp > 1:
+        raise InvalidInput(
+            "pipeline_parallel_size needs GPUs (vLLM's CPU backend fails with it)",
+            param=("pipeline_parallel_size"),
+        )
+    if spec.quantization is not None and not spec.gpus:
+        raise InvalidInput("quantization fp8 needs GPUs", param="quantization")
 
 
 def _vllm_args(spec: ModelServerSpec) -> list[str]:
@@ -161,8 +197,15 @@ def _vllm_args(spec: ModelServerSpec) -> list[str]:
         args += ["--dtype", spec.dtype]
     if spec.gpu_memory_utilization is not None:
         args += ["--gpu-memory-utilization", str(spec.gpu_memory_utilization)]
-    if spec.gpus > 1:
-        args += ["--tensor-parallel-size", str(spec.gpus)]
+    tp, pp = parallel_sizes(spec)
+    if tp > 1:
+        args += ["--tensor-parallel-size", str(tp)]
+    if pp > 1:
+        args += ["--pipeline-parallel-size", str(pp)]
+    if spec.quantization is not None:
+        args += ["--quantization", spec.quantization]
+    if spec.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", spec.kv_cache_dtype]
     if spec.enable_lora:
         args += ["--enable-lora"]
         if spec.max_lora_rank is not None:
@@ -223,9 +266,13 @@ def render(spec: ModelServerSpec, *, settings: K8sSettings, namespace: str) -> M
             name=name, namespace=namespace, labels=dict(labels), annotations=dict(annotations)
         )
 
+    base_env = {"HF_HOME": f"{CACHE_MOUNT}/huggingface", "VLLM_CACHE_ROOT": f"{CACHE_MOUNT}/vllm"}
+    tp, pp = parallel_sizes(spec)
+    if not spec.gpus and tp * pp > 1:
+        # vLLM's automatic OpenMP binding wants a NUMA node per CPU worker; a pod rarely has that many.
+        base_env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
     env = [
-        client.V1EnvVar(name="HF_HOME", value=f"{CACHE_MOUNT}/huggingface"),
-        client.V1EnvVar(name="VLLM_CACHE_ROOT", value=f"{CACHE_MOUNT}/vllm"),
+        *(client.V1EnvVar(name=key, value=value) for key, value in base_env.items() if key not in spec.env),
         *(client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items())),
     ]
     container = client.V1Container(

@@ -18,6 +18,7 @@ from studio.config import K8sSettings
 from studio.errors import BadRequest, InvalidInput, NotFound, Unavailable
 from studio.ports import InferenceCall, JsonObject, ServerState
 from studio.schemas.deployments import Deployment, DeploymentChanges
+from studio.serving.errors import clean_param, refusal_code
 
 _PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 # The Service has no ready pod (scaled to zero, or starting): the caller may wait for one (the code
@@ -35,19 +36,18 @@ _STATES: dict[str, ServerState] = {"deploying": "starting", "ready": "running", 
 
 
 def _error(response: httpx.Response, text: str) -> Exception:
-    """Return the domain error for a model server's error answer (OpenAI's error shape, or text)."""
+    """Return the domain error for a model server's error answer (OpenAI's error shape, or text):
+    the same status, `param` and `code` as the Serve target gives the same refusal."""
     try:
         error = (response.json() or {}).get("error") or {}
-        message, param = str(error.get("message") or text), error.get("param")
-    except ValueError:
+        message, param = str(error.get("message") or text), clean_param(error.get("param"))
+    except (ValueError, AttributeError):
         message, param = text or response.reason_phrase, None
     status = response.status_code
     if status == 404:
-        return NotFound(message, param=param or "model", code="model_not_found")
-    if status == 422:
-        return InvalidInput(message, param=param)
-    if status == 400:
-        return BadRequest(message, param=param)
+        return NotFound(message, param=param or "model", code=refusal_code(404, param))
+    if status in (400, 422):
+        return BadRequest(message, param=param, code=refusal_code(400, param))
     return Unavailable(f"the model server answered {status}: {message}")
 
 
@@ -85,6 +85,11 @@ class KubernetesModelServers:
             max_replicas=deployment.max_replicas,
             cpu_request=f"{int(deployment.num_cpus * 1000)}m",
             gpus=int(deployment.num_gpus),
+            # As the planner resolved them (None on older records: every GPU a tensor-parallel worker).
+            tensor_parallel_size=engine.tensor_parallel_size,
+            pipeline_parallel_size=engine.pipeline_parallel_size,
+            quantization=engine.quantization,
+            kv_cache_dtype=engine.kv_cache_dtype,
         )
 
     async def check(self, deployment: Deployment) -> None:

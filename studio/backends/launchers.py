@@ -137,6 +137,19 @@ class FallbackLauncher:
             return await self._fallback.logs(ray_job_id)
         return await self._ray_job(lambda jobs: jobs.logs(ray_job_id), lambda rec: rec.logs(ray_job_id))
 
+    async def read_log(self, ray_job_id: str, *, offset: int, max_bytes: int) -> bytes:
+        """Return a range of the run's log: an actor's from its actor; a Ray job's from its file on the
+        driver's node (through the cluster, not the Jobs API, which serves whole logs only), or from the
+        Jobs API where the cluster's records cannot be read."""
+        if launcher_of(ray_job_id) == "actor":
+            return await self._fallback.read_log(ray_job_id, offset=offset, max_bytes=max_bytes)
+        try:
+            return await self._records.read_log(ray_job_id, offset=offset, max_bytes=max_bytes)
+        except Unavailable:
+            return await self._jobs_api(
+                lambda jobs: jobs.read_log(ray_job_id, offset=offset, max_bytes=max_bytes)
+            )
+
     async def release(self, ray_job_id: str) -> bool:
         """Free what an ended run still holds (an actor and its resources); return whether it held any."""
         if launcher_of(ray_job_id) == "actor":

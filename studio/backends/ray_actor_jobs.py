@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import ray
 
+from studio.backends.log_files import read_range
 from studio.backends.ray_calls import in_thread
 from studio.backends.ray_jobs import JOB_ENV
 from studio.domain.jobs import ACTOR_ID_PREFIX
@@ -195,17 +196,11 @@ class TrainingRun:
                 os.killpg(process.pid, signal.SIGKILL)
 
     def read_log(self, offset: int, max_bytes: int) -> bytes:
-        """Return at most `max_bytes` of the log from byte `offset` (b"" past its end)."""
-        try:
-            with self._log_path.open("rb") as log:
-                log.seek(max(offset, 0))
-                return log.read(max(max_bytes, 0))
-        except FileNotFoundError:
-            return b""
+        """Return at most `max_bytes` of the log from byte `offset` (negative: from its end)."""
+        return read_range(self._log_path, offset, max_bytes)
 
     def _tail(self, max_bytes: int = 2000) -> str:
-        size = self._log_path.stat().st_size if self._log_path.exists() else 0
-        text = self.read_log(max(size - max_bytes, 0), max_bytes).decode("utf-8", errors="replace")
+        text = self.read_log(-max_bytes, max_bytes).decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-20:])
 
 
@@ -358,7 +353,8 @@ class RayActorLauncher:
         return True
 
     async def read_log(self, ray_job_id: str, *, offset: int = 0, max_bytes: int = 1 << 20) -> bytes:
-        """Return at most `max_bytes` of the run's log from byte `offset` (b"" before the run starts).
+        """Return at most `max_bytes` of the run's log from byte `offset` (negative: that many bytes
+        before its end); b"" before the run starts.
 
         Raises:
             NotFound: no such actor.

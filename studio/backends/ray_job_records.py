@@ -30,9 +30,10 @@ from ray.dashboard.modules.job.common import (
 from ray.experimental.internal_kv import _internal_kv_get
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from studio.backends.log_files import read_range
 from studio.backends.ray_calls import in_thread
 from studio.backends.ray_jobs import STATES
-from studio.errors import NotFound
+from studio.errors import NotFound, Unavailable
 from studio.schemas.jobs import LaunchStatus
 
 LOG_CHUNK_BYTES = 4 << 20
@@ -55,15 +56,11 @@ def _supervisor(submission_id: str) -> Any | None:
 
 
 def _read_driver_log(submission_id: str, offset: int, max_bytes: int) -> bytes:
-    """Return up to `max_bytes` of the job's driver log on this node, from `offset` (b"" if none yet)."""
+    """Return up to `max_bytes` of the job's driver log on this node, from `offset` (negative: from its
+    end; b"" if there is none yet)."""
     node: Any = ray._private.worker._global_node  # no public API names the node's logs dir
     path = Path(node.get_logs_dir_path()) / JOB_LOGS_PATH_TEMPLATE.format(submission_id=submission_id)
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            return log.read(max_bytes)
-    except FileNotFoundError:
-        return b""
+    return read_range(path, offset, max_bytes)
 
 
 _read_driver_log_remote = ray.remote(num_cpus=0)(_read_driver_log)
@@ -80,6 +77,8 @@ class RayJobRecords:
         self._timeout_s = timeout_s
 
     async def _get(self, submission_id: str) -> JobInfo:
+        if not ray.is_initialized():
+            raise Unavailable("not connected to the Ray cluster: its job records cannot be read")
         found = await in_thread(lambda: _record(submission_id), timeout_s=self._timeout_s)
         if found is None:
             raise NotFound(f"no Ray job {submission_id!r}", code="ray_job_not_found")
@@ -124,7 +123,8 @@ class RayJobRecords:
         return True
 
     async def read_log(self, submission_id: str, *, offset: int = 0, max_bytes: int = 1 << 20) -> bytes:
-        """Return at most `max_bytes` of the job's log from byte `offset`, read on the driver's node.
+        """Return at most `max_bytes` of the job's log from byte `offset` (negative: from its end), read
+        on the driver's node.
 
         Raises:
             NotFound: the GCS has no record of the job.

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import ray
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from studio.backends.log_files import slice_range
 from studio.errors import NotFound, Unavailable
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
@@ -130,6 +131,11 @@ class RayJobLauncher:
     async def stop(self, ray_job_id: str) -> bool:
         """Ask Ray to stop the job; return whether it was still running. Raises NotFound."""
         return await self._about(ray_job_id, lambda client: bool(client.stop_job(ray_job_id)))
+
+    async def read_log(self, ray_job_id: str, *, offset: int, max_bytes: int) -> bytes:
+        """Return a range of the job's log (negative `offset`: from its end). The Jobs API serves
+        whole logs only: where the cluster is reachable, `RayJobRecords.read_log` reads just the range."""
+        return slice_range((await self.logs(ray_job_id)).encode(), offset, max_bytes)
 
     async def release(self, ray_job_id: str) -> bool:
         """Return False: an ended Ray job holds no resources (Ray keeps its record and log itself)."""

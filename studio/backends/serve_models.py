@@ -5,6 +5,12 @@ handles reach it), added with `serve.run_many` without waiting and followed with
 removed with `serve.delete`. Never through Serve's REST config endpoint: a PUT of a partial config
 deletes the applications it does not name, the ingress included. LoRA adapters run on their base's
 application as multiplexed models (`multiplexed_model_id` = the fine-tune's name).
+
+A replica over several GPUs (tensor x pipeline parallel workers) is laid out as Ray Serve LLM lays out
+its vLLM replicas: a placement group per replica with one bundle of one GPU per worker, the replica actor
+itself (no GPU) in the first bundle beside worker 0, and vLLM's Ray executor placing its workers on the
+bundles. Tensor parallel only: STRICT_PACK (one node: the workers exchange activations every layer);
+with pipeline stages, PACK (stages may span nodes).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from studio.errors import BadRequest, InvalidInput, NotFound, Unavailable
 from studio.ports import InferenceCall, JsonObject, ServerState
 from studio.schemas.deployments import Deployment
 from studio.serving.engine import engine_env
-from studio.serving.errors import ModelRequestError
+from studio.serving.errors import ModelRequestError, refusal_code
 from studio.serving.server import ModelServer
 from studio.serving.spec import ServerSpec
 
@@ -48,12 +54,12 @@ def failure_reason(app: Any) -> str:
 
 
 def _request_error(exc: ModelRequestError) -> Exception:
+    """Return the domain error of a model server's refusal: the same status and code as the Kubernetes
+    target derives from vLLM's answer (`refusal_code`)."""
     if exc.status == 404:
-        return NotFound(exc.message, param=exc.param or "model", code="model_not_found")
-    if exc.status == 400:
-        return BadRequest(exc.message, param=exc.param)
-    if exc.status == 422:
-        return InvalidInput(exc.message, param=exc.param)
+        return NotFound(exc.message, param=exc.param or "model", code=refusal_code(404, exc.param))
+    if exc.status in (400, 422):
+        return BadRequest(exc.message, param=exc.param, code=refusal_code(400, exc.param))
     return Unavailable(f"the model server failed: {exc.message}")
 
 
@@ -65,6 +71,55 @@ def _unwrap(exc: BaseException) -> Exception:
     if isinstance(exc, TimeoutError):
         return Unavailable("the model server did not answer in time")
     return Unavailable(f"the model server failed: {type(cause).__name__}: {cause}")
+
+
+def parallel_sizes(deployment: Deployment) -> tuple[int, int]:
+    """Return the (tensor, pipeline) parallel sizes of the deployment's engine, as the planner stored
+    them; 1 each for a record written before they were planned (the engine then used one device)."""
+    engine = deployment.engine
+    return engine.tensor_parallel_size or 1, engine.pipeline_parallel_size or 1
+
+
+def deployment_options(deployment: Deployment, *, scratch_dir: str) -> dict[str, Any]:
+    """Return the Serve deployment options of a model server (`serve.deployment(...).options(**)`).
+
+    One GPU worker or none: the replica actor reserves `num_cpus` and `num_gpus` itself. Several GPU
+    workers: a placement group per replica, one `{"GPU": 1}` bundle per worker, the first also holding
+    the replica's CPUs; the replica reserves no GPU (its engine's workers do, in their bundles).
+    """
+    tp, pp = parallel_sizes(deployment)
+    workers = tp * pp
+    gpu_workers = deployment.num_gpus > 0 and workers > 1
+    cpu_workers = workers if deployment.num_gpus <= 0 else 1
+    options: dict[str, Any] = {
+        "name": "ModelServer",
+        "ray_actor_options": {
+            "num_cpus": deployment.num_cpus,
+            "num_gpus": 0 if gpu_workers else deployment.num_gpus,
+            "runtime_env": {"env_vars": engine_env(scratch_dir, cpu_workers=cpu_workers)},
+        },
+        "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        # A model that cannot load fails the same way every time: report it after a few tries
+        # (each costs vLLM's import and engine start) rather than Serve's default of 20.
+        "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
+    }
+    if gpu_workers:
+        bundles: list[dict[str, float]] = [{"CPU": deployment.num_cpus, "GPU": 1}]
+        bundles += [{"GPU": 1} for _ in range(workers - 1)]
+        options["placement_group_bundles"] = bundles
+        options["placement_group_strategy"] = "STRICT_PACK" if pp == 1 else "PACK"
+    if deployment.min_replicas == deployment.max_replicas:
+        options["num_replicas"] = deployment.max_replicas
+    else:
+        options["autoscaling_config"] = {
+            "min_replicas": deployment.min_replicas,
+            "max_replicas": deployment.max_replicas,
+            "initial_replicas": max(deployment.min_replicas, 1),
+            "target_ongoing_requests": deployment.target_ongoing_requests,
+        }
+    return options
 
 
 class ServeModelServers:
@@ -79,8 +134,10 @@ class ServeModelServers:
         self._stream_batch_ms = stream_batch_ms
         self._handles: dict[str, DeploymentHandle[Any]] = {}
 
-    def _spec(self, deployment: Deployment) -> ServerSpec:
+    def spec(self, deployment: Deployment) -> ServerSpec:
+        """Return the model server spec of a deployment (every replica gets the same)."""
         engine = deployment.engine
+        tp, pp = parallel_sizes(deployment)
         return ServerSpec(
             model_name=deployment.model,
             model_source=deployment.model_source,
@@ -95,34 +152,16 @@ class ServeModelServers:
             max_lora_rank=engine.max_lora_rank,
             max_adapters=engine.max_adapters,
             stream_batch_ms=self._stream_batch_ms,
+            tensor_parallel_size=tp,
+            pipeline_parallel_size=pp,
+            quantization=engine.quantization,
+            kv_cache_dtype=engine.kv_cache_dtype,
         )
 
     def _application(self, deployment: Deployment) -> Any:
-        options: dict[str, Any] = {
-            "name": "ModelServer",
-            "ray_actor_options": {
-                "num_cpus": deployment.num_cpus,
-                "num_gpus": deployment.num_gpus,
-                "runtime_env": {"env_vars": engine_env(self._scratch_dir)},
-            },
-            "max_ongoing_requests": MAX_ONGOING_REQUESTS,
-            "health_check_period_s": 10,
-            "health_check_timeout_s": 30,
-            # A model that cannot load fails the same way every time: report it after a few tries
-            # (each costs vLLM's import and engine start) rather than Serve's default of 20.
-            "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
-        }
-        if deployment.min_replicas == deployment.max_replicas:
-            options["num_replicas"] = deployment.max_replicas
-        else:
-            options["autoscaling_config"] = {
-                "min_replicas": deployment.min_replicas,
-                "max_replicas": deployment.max_replicas,
-                "initial_replicas": max(deployment.min_replicas, 1),
-                "target_ongoing_requests": deployment.target_ongoing_requests,
-            }
         server: Any = serve.deployment(ModelServer)
-        return server.options(**options).bind(self._spec(deployment))
+        options = deployment_options(deployment, scratch_dir=self._scratch_dir)
+        return server.options(**options).bind(self.spec(deployment))
 
     async def _blocking(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -34,6 +34,11 @@ from studio.domain.dataset_stats import Distribution as Distribution
 from studio.domain.dataset_stats import StatsAccumulator
 
 DatasetFormat = Literal["chat", "prompt_completion", "preference"]
+# The formats each fine-tuning method type (OpenAI's `method.type`) trains on.
+FORMATS_OF_METHOD: dict[str, tuple[DatasetFormat, ...]] = {
+    "supervised": ("chat", "prompt_completion"),
+    "dpo": ("preference",),
+}
 TokenCounter = Callable[[str], int]
 
 ESTIMATE_LABEL = "estimate:chars/4"
@@ -461,6 +466,24 @@ class DatasetValidator:
         outputs = len(preferred) + len(non_preferred)
         roles += ["assistant"] * outputs
         return tokens + 2 + preferred_tokens, trained, roles, len(messages) + outputs
+
+
+def format_mismatch(
+    *, param: str, file_id: str, file_format: DatasetFormat | None, method_type: str
+) -> str | None:
+    """Return why the file `file_id` (given as `param`) cannot train a `method_type` job, or None.
+
+    None too while the file's format is not known yet (still validating): it is checked again then.
+    """
+    wanted = FORMATS_OF_METHOD.get(method_type, ())
+    if file_format is None or file_format in wanted:
+        return None
+    fits = next((method for method, formats in FORMATS_OF_METHOD.items() if file_format in formats), None)
+    hint = f'; use method type "{fits}" for {file_format} data' if fits else ""
+    return (
+        f"{param} {file_id!r} is a {file_format} file, and a {method_type} job trains on "
+        f"{' or '.join(wanted)} files{hint}"
+    )
 
 
 def validate_chunks(

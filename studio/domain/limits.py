@@ -1,8 +1,11 @@
-"""Per-client limits: which base models a client may use, and its request-rate window."""
+"""Per-client limits: allowed base models, the request-rate window, storage quotas, the disk floor."""
 
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
+
+from studio.errors import InsufficientStorage, StorageQuotaExceeded
 
 RATE_WINDOW_S = 60
 
@@ -16,3 +19,107 @@ def rate_window(now_s: float) -> tuple[int, int]:
     """Return the current fixed rate window's index and the seconds left in it."""
     index = int(now_s // RATE_WINDOW_S)
     return index, max(1, int((index + 1) * RATE_WINDOW_S - now_s))
+
+
+# -- storage quotas ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StorageQuota:
+    """A client's storage limits (from its `ClientLimits`)."""
+
+    max_stored_bytes: int
+    max_files: int
+    max_uploads_in_progress: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    """What a client holds, counted from the store: its files, and its pending uploads, which hold
+    a file's place and their declared bytes until they complete, are cancelled or expire."""
+
+    file_bytes: int
+    files: int
+    uploads: int
+    upload_bytes: int
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.file_bytes + self.upload_bytes
+
+    @property
+    def held_files(self) -> int:
+        return self.files + self.uploads
+
+
+def check_storage_quota(
+    quota: StorageQuota,
+    usage: StorageUsage,
+    *,
+    add_bytes: int = 0,
+    add_files: int = 0,
+    add_uploads: int = 0,
+    param: str | None = None,
+) -> None:
+    """Refuse a write that would take the client past one of its storage quotas.
+
+    Raises:
+        StorageQuotaExceeded: naming the first quota passed, its value and what the client holds.
+    """
+    if add_uploads and usage.uploads + add_uploads > quota.max_uploads_in_progress:
+        raise StorageQuotaExceeded(
+            f"storage quota: this client may have {quota.max_uploads_in_progress} uploads in progress at "
+            f"most (max_uploads_in_progress) and has {usage.uploads}; complete or cancel one first",
+            quota="max_uploads_in_progress",
+            limit=quota.max_uploads_in_progress,
+            used=usage.uploads,
+            param=param,
+        )
+    if add_files and usage.held_files + add_files > quota.max_files:
+        raise StorageQuotaExceeded(
+            f"storage quota: this client may hold {quota.max_files} files at most (max_files) and holds "
+            f"{usage.held_files} (pending uploads included); delete some first",
+            quota="max_files",
+            limit=quota.max_files,
+            used=usage.held_files,
+            param=param,
+        )
+    if add_bytes and usage.stored_bytes + add_bytes > quota.max_stored_bytes:
+        raise StorageQuotaExceeded(
+            f"storage quota: this client may store {quota.max_stored_bytes} bytes at most "
+            f"(max_stored_bytes) and holds {usage.stored_bytes} (pending uploads at their declared size); "
+            f"this write needs {add_bytes} more. Delete files first",
+            quota="max_stored_bytes",
+            limit=quota.max_stored_bytes,
+            used=usage.stored_bytes,
+            param=param,
+        )
+
+
+def bytes_left(quota: StorageQuota, usage: StorageUsage) -> int:
+    """Return how many more bytes the client may store (0 when at or past its quota)."""
+    return max(0, quota.max_stored_bytes - usage.stored_bytes)
+
+
+# -- the disk guard ---------------------------------------------------------------------------------
+
+
+def free_space_floor(*, total_bytes: int, min_free_bytes: int, min_free_percent: float) -> int:
+    """Return the free bytes a disk must keep: the larger of the absolute and the relative floor."""
+    return max(min_free_bytes, int(total_bytes * min_free_percent / 100))
+
+
+def check_free_space(*, free_bytes: int, incoming_bytes: int, floor_bytes: int, retry_after_s: int) -> None:
+    """Refuse a write of `incoming_bytes` that would leave the disk under its floor.
+
+    Raises:
+        InsufficientStorage: (507) saying what is free and what is kept free.
+    """
+    if free_bytes - incoming_bytes < floor_bytes:
+        needs = f" ({incoming_bytes} bytes would be written)" if incoming_bytes else ""
+        raise InsufficientStorage(
+            f"the server's data disk has {free_bytes} bytes free{needs} and keeps "
+            f"{floor_bytes} free for its database: new writes are refused until space is freed",
+            code="insufficient_storage",
+            retry_after_s=retry_after_s,
+        )

@@ -48,6 +48,28 @@ def parse_events(log: str, start: int) -> tuple[list[TrainingEvent], int]:
     return events, end
 
 
+def parse_event_bytes(chunk: bytes, base: int) -> tuple[list[TrainingEvent], int]:
+    """Return the events of the complete lines of `chunk` (read from byte `base` of a log), each with
+    its end as a byte offset in the log, and how many bytes of `chunk` those lines take."""
+    end = chunk.rfind(b"\n") + 1
+    if end == 0:
+        return [], 0
+    events: list[TrainingEvent] = []
+    position = base
+    for line in chunk[:end].splitlines(keepends=True):
+        position += len(line)
+        at = line.find(EVENT_MARKER.encode())
+        if at < 0:
+            continue
+        try:
+            fields = json.loads(line[at + len(EVENT_MARKER) :])
+        except ValueError:
+            continue
+        if isinstance(fields, dict):
+            events.append(TrainingEvent(end_offset=position, fields=fields))
+    return events, end
+
+
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 

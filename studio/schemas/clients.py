@@ -17,6 +17,12 @@ class ClientLimits(BaseModel):
     # Jobs waiting in the queue (created, not yet launched); more are refused with 429 until some launch.
     max_queued_jobs: int = Field(default=1000, ge=0, le=1_000_000)
     requests_per_minute: int = Field(default=600, ge=1, le=10_000_000)
+    # Storage: bytes of files held (pending uploads count their declared size), files held (pending
+    # uploads count as one each), uploads (/v1/uploads) pending at once. Past one: 403
+    # `storage_quota_exceeded`, naming the limit, its value and what is used.
+    max_stored_bytes: int = Field(default=100 * 1024**3, ge=0, le=1 << 60)
+    max_files: int = Field(default=10_000, ge=0, le=100_000_000)
+    max_uploads_in_progress: int = Field(default=20, ge=0, le=100_000)
     allowed_base_models: list[str] = Field(default_factory=lambda: ["*"], max_length=1000)
 
 

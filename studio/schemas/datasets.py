@@ -11,6 +11,8 @@ from studio.domain.datasets import DatasetFormat, DatasetStats, LineIssue
 DatasetStatus = Literal["uploaded", "validating", "ready", "invalid"]
 MirrorState = Literal["disabled", "pending", "mirrored"]
 Purpose = Literal["fine-tune"]
+# What a stored file is for: training data, or a job's step-metrics CSV (OpenAI's `fine-tune-results`).
+FilePurpose = Literal["fine-tune", "fine-tune-results"]
 ListOrder = Literal["asc", "desc"]
 
 
@@ -30,7 +32,7 @@ class Dataset(BaseModel):
     id: str
     client_id: str
     filename: str
-    purpose: Purpose = "fine-tune"
+    purpose: FilePurpose = "fine-tune"
     bytes: int
     sha256: str
     status: DatasetStatus
@@ -46,6 +48,8 @@ class Dataset(BaseModel):
     lease_until: float | None = None
     created_at: int
     validated_at: int | None = None
+    # Set by the storage sweeper when the file is not on disk (the record is kept, not deleted).
+    missing_since: int | None = None
 
 
 class FileDetails(BaseModel):
@@ -59,6 +63,8 @@ class FileDetails(BaseModel):
     stats: DatasetStats | None
     sha256: str
     s3: S3Mirror
+    # When the storage sweeper found the file's bytes missing from disk (None: present).
+    missing_since: int | None = None
 
 
 class FilePublic(BaseModel):
@@ -105,6 +111,7 @@ class FilePublic(BaseModel):
                 stats=dataset.stats,
                 sha256=dataset.sha256,
                 s3=dataset.s3,
+                missing_since=dataset.missing_since,
             ),
         )
 

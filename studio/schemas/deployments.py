@@ -11,8 +11,10 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from studio.domain.deployments import DeploymentStatus, Placement, Target
+from studio.domain.serving_plan import DeploymentPlan, KvCacheDtype, Quantization
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+GIB = 1024**3
 
 
 class EngineOptions(BaseModel):
@@ -28,6 +30,13 @@ class EngineOptions(BaseModel):
     # Adapters: the largest LoRA rank it takes and how many it holds in memory at once (per replica).
     max_lora_rank: int = Field(default=16, ge=1, le=512)
     max_adapters: int = Field(default=4, ge=1, le=64)
+    # One engine over tp x pp workers (one GPU each). None: every GPU of the replica is a tensor-parallel
+    # worker (tp = num_gpus / pp), 1 without GPUs. Stored as the planner resolved them.
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)
+    pipeline_parallel_size: int | None = Field(default=None, ge=1, le=64)
+    # vLLM quantizes the linear layers' weights to fp8 at load (GPUs only); KV cache in fp8 halves it.
+    quantization: Quantization | None = None
+    kv_cache_dtype: KvCacheDtype = "auto"
 
 
 class DeploymentCreate(BaseModel):
@@ -47,6 +56,8 @@ class DeploymentCreate(BaseModel):
     target_ongoing_requests: float = Field(default=8.0, gt=0, le=10_000)
     num_cpus: float | None = Field(default=None, gt=0, le=512)
     num_gpus: float = Field(default=0.0, ge=0, le=64)
+    # Memory of one GPU, for the planner's check that a replica fits (None: 80 GiB).
+    gpu_memory_gib: float | None = Field(default=None, gt=0, le=4096)
     engine: EngineOptions = Field(default_factory=EngineOptions)
 
     @model_validator(mode="after")
@@ -56,6 +67,47 @@ class DeploymentCreate(BaseModel):
                 f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
             )
         return self
+
+
+class DeploymentLayout(BaseModel):
+    """How each replica is laid out, as the planner chose it (`GET /v1/deployments/{id}`)."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpus_per_replica: float
+    # GPUs: the planner's estimate per GPU and what it was checked against (None without GPUs, or for a
+    # model whose config the studio does not know).
+    gpu_memory_gib: float | None = None
+    usable_gib_per_gpu: float | None = None
+    estimated_gib_per_gpu: float | None = None
+    weights_gib_per_gpu: float | None = None
+    kv_cache_gib_per_sequence: float | None = None
+    max_model_len: int | None = None
+    # Tokens of KV cache left per replica once the rest is loaded (its concurrency, in tokens).
+    kv_cache_tokens: int | None = None
+
+    @classmethod
+    def of(cls, plan: DeploymentPlan, *, num_gpus: float, gpu_memory_gib: float) -> DeploymentLayout:
+        layout = plan.layout
+        fields = cls(
+            tensor_parallel_size=layout.tensor_parallel_size,
+            pipeline_parallel_size=layout.pipeline_parallel_size,
+            gpus_per_replica=num_gpus,
+        )
+        memory = plan.memory
+        if memory is None:
+            return fields
+        return fields.model_copy(
+            update={
+                "gpu_memory_gib": gpu_memory_gib,
+                "usable_gib_per_gpu": round(memory.budget_bytes / GIB, 2),
+                "estimated_gib_per_gpu": round(memory.total_bytes / GIB, 2),
+                "weights_gib_per_gpu": round(memory.weights_bytes / GIB, 2),
+                "kv_cache_gib_per_sequence": round(memory.kv_cache_bytes / GIB, 2),
+                "max_model_len": memory.max_model_len,
+                "kv_cache_tokens": memory.kv_cache_tokens,
+            }
+        )
 
 
 class DeploymentFields(BaseModel):
@@ -80,6 +132,8 @@ class DeploymentFields(BaseModel):
     num_cpus: float
     num_gpus: float
     engine: EngineOptions
+    # None: an adapter (it runs in its base's replicas), or a record written before layouts were planned.
+    layout: DeploymentLayout | None = None
     error: str | None = None
     created_at: int
     ready_at: int | None = None

@@ -1,8 +1,10 @@
 """Fine-tuning jobs: OpenAI's create body (both hyperparameter spellings) and the stored job.
 
 The request accepts OpenAI's legacy top-level `hyperparameters` and the newer
-`method: {type: supervised, supervised: {hyperparameters}}`; `resolved_hyperparameters` folds both into one
-`Hyperparameters` with Mini Studio's LoRA settings, so the rest of the code sees one shape.
+`method: {type: supervised, supervised: {hyperparameters}}` or `method: {type: dpo, dpo: {hyperparameters}}`
+(DPO adds `beta`); `resolved_hyperparameters` folds them into one shape with Mini Studio's LoRA
+settings, and the stored `Hyperparameters` carry the method type (`method_type`) and DPO's `beta`, so
+the rest of the code sees one shape.
 """
 
 from __future__ import annotations
@@ -19,17 +21,31 @@ Auto = Literal["auto"]
 PositiveEpochs = Annotated[int, Field(ge=1, le=100)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 LrMultiplier = Annotated[float, Field(gt=0, le=100)]
+DpoBeta = Annotated[float, Field(gt=0, le=10)]
+MethodType = Literal["supervised", "dpo"]
+FineTuningMethod = Literal["lora", "full", "qlora"]
+Sharding = Literal["ddp", "fsdp"]
+# What "auto" means for DPO's beta: the value of the DPO paper's experiments, OpenAI's and TRL's default.
+DEFAULT_DPO_BETA = 0.1
 
 
 class HyperparametersIn(BaseModel):
-    """Hyperparameters as sent: numbers or "auto", plus Mini Studio's LoRA and method settings."""
+    """Hyperparameters as sent: numbers or "auto", plus Mini Studio's LoRA and method settings.
+
+    Mini Studio's extensions: `fine_tuning_method` ("qlora": LoRA on a 4-bit NF4 base, CUDA GPUs only),
+    `gradient_checkpointing` and `micro_batch_size` (a divisor of `batch_size`: the step runs as
+    batch_size / micro_batch_size accumulated micro-batches); "auto" lets the planner turn them on
+    when the job would not fit otherwise. `lora_target_modules` may be ["all-linear"].
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     n_epochs: PositiveEpochs | Auto = "auto"
     batch_size: BatchSize | Auto = "auto"
     learning_rate_multiplier: LrMultiplier | Auto = "auto"
-    fine_tuning_method: Literal["lora", "full"] = "lora"
+    fine_tuning_method: FineTuningMethod = "lora"
+    gradient_checkpointing: bool | Auto = "auto"
+    micro_batch_size: BatchSize | Auto = "auto"
     lora_r: int = Field(default=16, ge=1, le=1024)
     lora_alpha: int = Field(default=32, ge=1, le=4096)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
@@ -38,17 +54,45 @@ class HyperparametersIn(BaseModel):
     )
 
 
+class DpoHyperparametersIn(HyperparametersIn):
+    """DPO's hyperparameters as sent: OpenAI's `beta` (number or "auto") beside the supervised ones."""
+
+    beta: DpoBeta | Auto = "auto"
+
+
 class SupervisedMethod(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
 
 
-class MethodIn(BaseModel):
+class DpoMethod(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["supervised"]
-    supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
+    hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
+
+
+class MethodIn(BaseModel):
+    """OpenAI's `method`: its `type`, and the settings of that type only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: MethodType
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> MethodIn:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f'method.{other} is given, but method.type is "{self.type}"')
+        return self
+
+    def hyperparameters(self) -> HyperparametersIn:
+        """Return the hyperparameters of the method's type (its defaults when none were sent)."""
+        if self.type == "dpo":
+            return (self.dpo or DpoMethod()).hyperparameters
+        return (self.supervised or SupervisedMethod()).hyperparameters
 
 
 class JobCreate(BaseModel):
@@ -74,15 +118,21 @@ class JobCreate(BaseModel):
     @model_validator(mode="after")
     def _one_hyperparameter_spelling(self) -> JobCreate:
         if self.hyperparameters is not None and self.method is not None:
-            raise ValueError(
-                "send hyperparameters either at the top level or under method.supervised, not both"
-            )
+            raise ValueError("send hyperparameters either at the top level or under method.<type>, not both")
         return self
 
+    @property
+    def method_type(self) -> MethodType:
+        """Return the method's type: "supervised" unless `method` says otherwise."""
+        return self.method.type if self.method is not None else "supervised"
+
     def resolved_hyperparameters(self) -> HyperparametersIn:
-        """Return the hyperparameters from whichever spelling was used (defaults when none)."""
+        """Return the hyperparameters from whichever spelling was used (defaults when none).
+
+        A DPO job's are a `DpoHyperparametersIn`.
+        """
         if self.method is not None:
-            return self.method.supervised.hyperparameters
+            return self.method.hyperparameters()
         return self.hyperparameters or HyperparametersIn()
 
 
@@ -101,16 +151,46 @@ class SeedJobCreate(JobCreate):
 
 
 class Hyperparameters(BaseModel):
-    """Hyperparameters with every "auto" decided (stored on the job, shown by OpenAI's API)."""
+    """Hyperparameters with every "auto" decided (stored on the job, shown by OpenAI's API).
+
+    `method_type` is OpenAI's `method.type`; `beta` is DPO's, set exactly when the type is "dpo".
+    Both default to a supervised job's, as documents stored before DPO existed are. A QLoRA job is a
+    LoRA job (`fine_tuning_method` "lora": its result is an ordinary adapter) with `quantization`
+    "nf4". `gradient_checkpointing` and `micro_batch_size` (None: the whole batch) are as planned;
+    "auto" only between `decide_hyperparameters` and the planner, which replaces it (a stored job
+    never has it).
+    """
 
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
     fine_tuning_method: Literal["lora", "full"]
+    quantization: Literal["nf4"] | None = None
+    gradient_checkpointing: bool | Auto = False
+    micro_batch_size: int | Auto | None = None
     lora_r: int
     lora_alpha: int
     lora_dropout: float
     lora_target_modules: list[str]
+    method_type: MethodType = "supervised"
+    beta: float | None = None
+
+    @model_validator(mode="after")
+    def _beta_for_dpo_only(self) -> Hyperparameters:
+        if (self.method_type == "dpo") != (self.beta is not None):
+            raise ValueError("beta is set for DPO jobs, and for them only")
+        return self
+
+    @property
+    def public_method(self) -> FineTuningMethod:
+        """Return the method as the user names it: "qlora" for a LoRA job on a quantized base."""
+        return "qlora" if self.quantization is not None else self.fine_tuning_method
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Return how many micro-batches make one step (1 when the batch runs whole)."""
+        micro = self.micro_batch_size if isinstance(self.micro_batch_size, int) else self.batch_size
+        return max(1, self.batch_size // micro)
 
 
 class JobError(BaseModel):
@@ -132,6 +212,8 @@ class JobResources(BaseModel):
     memory_per_worker_bytes: int
     estimated_wall_time_s: float
     precision: Literal["bf16", "fp32"]
+    # How the workers share the model: "ddp" (each holds all of it) or "fsdp" (each holds 1/workers).
+    sharding: Sharding = "ddp"
     # Which launcher started the current attempt (`jobs_api` or `actor`); None until launched.
     launcher: LauncherKind | None = None
 
@@ -177,7 +259,12 @@ class Job(BaseModel):
     progress: JobProgress = Field(default_factory=JobProgress)
     output_dir: str | None = None
     trained_tokens: int | None = None
+    # OpenAI's: file ids of the job's step-metrics CSV (purpose `fine-tune-results`).
     result_files: list[str] = Field(default_factory=list)
+    # Mini Studio's: where the final model (adapter or full weights) lies on the cluster's disk.
+    output_model_path: str | None = None
+    # When its fine-tuned model was deleted (`DELETE /v1/models/{id}`): the model no longer lists.
+    model_deleted_at: int | None = None
     # Cancelled while its Ray job could not be stopped (Jobs API down): the tracker stops it later.
     stop_pending: bool = False
     launcher: LauncherKind | None = None
@@ -189,6 +276,17 @@ class Job(BaseModel):
     started_at: int | None = None
     finished_at: int | None = None
     estimated_finish: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_path_out_of_result_files(cls, data: Any) -> Any:
+        # Jobs stored before result files were files kept the final model's path in `result_files`.
+        if isinstance(data, dict) and data.get("output_model_path") is None:
+            paths = [f for f in data.get("result_files") or [] if isinstance(f, str) and f.startswith("/")]
+            if paths:
+                data = {**data, "output_model_path": paths[0]}
+                data["result_files"] = [f for f in data["result_files"] if f not in paths]
+        return data
 
 
 class JobChanges(BaseModel):
@@ -204,6 +302,8 @@ class JobChanges(BaseModel):
     output_dir: str | None = None
     trained_tokens: int | None = None
     result_files: list[str] | None = None
+    output_model_path: str | None = None
+    model_deleted_at: int | None = None
     stop_pending: bool | None = None
     launcher: LauncherKind | None = None
     started_at: int | None = None
@@ -221,9 +321,33 @@ class PublicSupervised(BaseModel):
     hyperparameters: PublicHyperparameters
 
 
+class PublicDpoHyperparameters(PublicHyperparameters):
+    beta: float
+
+
+class PublicDpo(BaseModel):
+    hyperparameters: PublicDpoHyperparameters
+
+
 class PublicMethod(BaseModel):
-    type: Literal["supervised"] = "supervised"
-    supervised: PublicSupervised
+    """OpenAI's `method` of a job: its type, and the settings of that type (the other one is null)."""
+
+    type: MethodType = "supervised"
+    supervised: PublicSupervised | None = None
+    dpo: PublicDpo | None = None
+
+    @classmethod
+    def of(cls, hp: Hyperparameters) -> PublicMethod:
+        """Return the method of a job with the decided hyperparameters `hp`."""
+        common = PublicHyperparameters(
+            n_epochs=hp.n_epochs,
+            batch_size=hp.batch_size,
+            learning_rate_multiplier=hp.learning_rate_multiplier,
+        )
+        if hp.method_type == "dpo" and hp.beta is not None:
+            dpo = PublicDpoHyperparameters(**common.model_dump(), beta=hp.beta)
+            return cls(type="dpo", dpo=PublicDpo(hyperparameters=dpo))
+        return cls(type="supervised", supervised=PublicSupervised(hyperparameters=common))
 
 
 class PublicError(BaseModel):
@@ -257,13 +381,14 @@ class JobPublic(BaseModel):
     integrations: list[Any] = Field(default_factory=list)
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
-    fine_tuning_method: Literal["lora", "full"]
+    fine_tuning_method: FineTuningMethod
     lora: dict[str, Any] | None
     ray_job_id: str | None
     attempts: int
     resources: JobResources | None
     progress: JobProgress
     priority: int
+    output_model_path: str | None = None
     queue: QueuePosition | None = None
 
     @classmethod
@@ -276,7 +401,7 @@ class JobPublic(BaseModel):
             learning_rate_multiplier=hp.learning_rate_multiplier,
         )
         lora = None
-        if hp.fine_tuning_method == "lora":
+        if hp.fine_tuning_method == "lora":  # QLoRA too
             lora = {"r": hp.lora_r, "alpha": hp.lora_alpha, "dropout": hp.lora_dropout,
                     "target_modules": hp.lora_target_modules}  # fmt: skip
         return cls(
@@ -286,7 +411,7 @@ class JobPublic(BaseModel):
             fine_tuned_model=job.fine_tuned_model,
             finished_at=job.finished_at,
             hyperparameters=public_hp,
-            method=PublicMethod(supervised=PublicSupervised(hyperparameters=public_hp)),
+            method=PublicMethod.of(hp),
             model=job.model,
             organization_id=job.client_id,
             result_files=job.result_files,
@@ -298,7 +423,7 @@ class JobPublic(BaseModel):
             estimated_finish=job.estimated_finish,
             metadata=job.metadata or None,
             user_provided_suffix=job.suffix,
-            fine_tuning_method=hp.fine_tuning_method,
+            fine_tuning_method=hp.public_method,
             lora=lora,
             ray_job_id=job.ray_job_id,
             attempts=job.attempts,
@@ -307,6 +432,7 @@ class JobPublic(BaseModel):
             ),
             progress=job.progress,
             priority=job.priority,
+            output_model_path=job.output_model_path,
             queue=queue,
         )
 
@@ -353,10 +479,16 @@ class JobEventPublic(BaseModel):
 
 
 class CheckpointMetrics(BaseModel):
+    """OpenAI's checkpoint metrics. Evaluations run on the whole validation file, so `full_valid_*`
+    and `valid_*` hold the same figures; training-batch token accuracy is not measured (null)."""
+
     step: int
     train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
     valid_loss: float | None = None
     valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
 
 
 class Checkpoint(BaseModel):
@@ -432,6 +564,8 @@ class JobEstimate(BaseModel):
     fits: bool
     fits_now: bool
     reason: str | None
+    # What the planner changed from the request to make the job fit, in words (empty: nothing).
+    adjustments: list[str] = Field(default_factory=list)
 
 
 LaunchState = Literal["pending", "running", "succeeded", "failed", "stopped"]

@@ -29,3 +29,11 @@ class ModelPublic(BaseModel):
     fine_tuning_method: Literal["lora", "full"] | None = None
     context_length: int | None = None
     deployment: ModelDeploymentRef | None = None
+
+
+class ModelDeleted(BaseModel):
+    """OpenAI's `ModelDeleted`: the answer of `DELETE /v1/models/{id}`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True

@@ -10,12 +10,17 @@ from studio.errors import Forbidden, InvalidInput, NotFound
 from studio.ports import BaseModelRepository, ModelInspector
 from studio.schemas.base_models import BaseModelCreate, BaseModelEntry
 from studio.schemas.clients import Client
+from studio.services.memo import Memo
+
+# Entries are read by every job create and estimate; an admin's change reaches other replicas within this.
+ENTRY_MEMO_S = 5.0
 
 
 class BaseModelService:
     def __init__(self, *, repository: BaseModelRepository, inspector: ModelInspector) -> None:
         self._repo = repository
         self._inspector = inspector
+        self._entries: Memo[str, BaseModelEntry] = Memo(ttl_s=ENTRY_MEMO_S, max_entries=1000)
 
     async def install_builtins(self, entries: list[BaseModelEntry]) -> None:
         """Write the built-in entries (they are part of the release, so they replace older copies)."""
@@ -59,13 +64,15 @@ class BaseModelService:
             created_at=unix_now(),
         )
         await self._repo.put(entry)
+        self._entries.discard(entry.id)
         return entry
 
     async def get(self, name: str) -> BaseModelEntry:
         """Raises NotFound (param `model`) for a name the registry does not know."""
-        entry = await self._repo.get(name)
+        entry = self._entries.get(name) or await self._repo.get(name)
         if entry is None:
             raise NotFound(f"unknown base model {name!r}", param="model", code="model_not_found")
+        self._entries.put(name, entry)
         return entry
 
     async def for_client(self, client: Client, name: str) -> BaseModelEntry:
@@ -94,4 +101,5 @@ class BaseModelService:
         entry = await self.get(name)
         if entry.builtin:
             raise InvalidInput(f"{name!r} is built in and cannot be deleted", param="model")
+        self._entries.discard(name)
         await self._repo.delete(name)

@@ -1,4 +1,4 @@
-"""Datasets: streamed ingest, validation (inline or in the background), S3 mirror, reads and delete."""
+"""Datasets: streamed ingest (quota and disk guard), validation, S3 mirror, storage sweep, reads, delete."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ from studio.ports import (
     ObjectStore,
     WrittenFile,
 )
+from studio.schemas.clients import ClientLimits
 from studio.schemas.datasets import Dataset, DatasetPreview, ListOrder, S3Mirror
+from studio.services.storage import StorageGuard
+from studio.services.storage_sweeper import StorageSweeper
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,12 @@ class DatasetService:
         objects: ObjectStore | None,
         settings: DatasetSettings,
         base_models: BaseModelRepository,
+        storage: StorageGuard,
+        sweeper: StorageSweeper | None = None,
     ) -> None:
         self._repo = repository
+        self._storage = storage
+        self._sweeper = sweeper
         self._files = files
         self._validator = validator
         self._objects = objects
@@ -73,20 +80,35 @@ class DatasetService:
     # -- ingest ---------------------------------------------------------------------------------
 
     async def receive(
-        self, *, client_id: str, chunks: AsyncIterator[bytes], max_bytes: int | None = None
+        self,
+        *,
+        client_id: str,
+        chunks: AsyncIterator[bytes],
+        limits: ClientLimits,
+        at_least_bytes: int = 0,
+        max_bytes: int | None = None,
     ) -> StagedFile:
         """Stream an upload body to `<client>/<new dataset id>/.upload`; return it staged.
 
+        `at_least_bytes` (from the request's declared length, 0 if unknown) lets a write that cannot fit
+        be refused before its first byte; the bytes are also counted as they arrive.
+
         Raises:
-            PayloadTooLarge: over the upload limit. A failed or broken upload leaves no file behind.
+            PayloadTooLarge: over the upload limit. StorageQuotaExceeded: past one of the client's
+            storage quotas. InsufficientStorage: the disk guard. A refused, failed or broken upload
+            leaves no file behind.
         """
+        admission = await self._storage.admit_file(
+            client_id=client_id, limits=limits, at_least_bytes=at_least_bytes
+        )
         dataset_id = new_id("file")
         try:
             written = await self._files.write(
                 f"{client_id}/{dataset_id}/.upload",
-                chunks,
+                self._storage.metered(chunks, admission),
                 max_bytes=max_bytes or self._settings.max_upload_bytes,
             )
+            await self._storage.confirm_file(client_id=client_id, limits=limits, file_bytes=written.bytes)
         except BaseException:
             await asyncio.shield(self._files.remove(f"{client_id}/{dataset_id}"))
             raise
@@ -232,7 +254,7 @@ class DatasetService:
                     await self._wake.wait()
 
     async def work_once(self) -> None:
-        """Do every piece of due background work once."""
+        """Do every piece of due background work once: validations, S3 copies, the storage sweep."""
         while (
             stale := await self._repo.claim_stale_validation(
                 now=time.time(), lease_until=time.time() + self._settings.lease_s
@@ -240,14 +262,19 @@ class DatasetService:
         ) is not None:
             log.info("taking over the validation of %s", stale.id)
             await self._validate(stale)
-        if self._objects is None:
-            return
+        if self._objects is not None:
+            await self._mirror_due(self._objects)
+        if self._sweeper is not None:
+            # One replica per sweep interval (a lease in the store); the others return at once.
+            await self._sweeper.sweep_if_due()
+
+    async def _mirror_due(self, objects: ObjectStore) -> None:
         while (
             due := await self._repo.claim_pending_mirror(
                 now=time.time(), lease_until=time.time() + self._settings.lease_s
             )
         ) is not None:
-            await self._mirror(due, self._objects)
+            await self._mirror(due, objects)
 
     async def _mirror(self, dataset: Dataset, objects: ObjectStore) -> None:
         key = f"{dataset.client_id}/{dataset.id}/{dataset.filename}"

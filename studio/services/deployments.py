@@ -24,10 +24,11 @@ from studio.domain.deployments import LIVE, check_deployment_transition, placeme
 from studio.domain.jobs import parse_fine_tuned_model_name
 from studio.domain.k8s_names import object_name
 from studio.domain.limits import model_allowed
+from studio.domain.serving_plan import DEFAULT_GPU_MEMORY_GIB, ServingRequest, plan_deployment
 from studio.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, StudioError
 from studio.ports import BaseModelRepository, DeploymentRepository, JobNotifier, JobRepository, ModelServers
 from studio.schemas.clients import Client
-from studio.schemas.deployments import Deployment, DeploymentChanges, DeploymentCreate
+from studio.schemas.deployments import Deployment, DeploymentChanges, DeploymentCreate, DeploymentLayout
 
 log = logging.getLogger(__name__)
 ModelKind = Literal["base", "fine-tuned"]
@@ -108,6 +109,7 @@ class DeploymentService:
                 code="deployment_limit",
                 retry_after_s=60,
             )
+        record = await self._with_layout(record, gpu_memory_gib=body.gpu_memory_gib)
         if self._servers is not None:
             await self._servers.check(record)  # 422/409/403 now, rather than a failed deployment later
         await self._deployments.insert(record)
@@ -148,9 +150,9 @@ class DeploymentService:
                 model_source=entry.source,
             )
         job = await self._jobs.get(client_id=client.id, job_id=parsed[3])
-        if job is None or job.fine_tuned_model != body.model or not job.result_files:
+        if job is None or job.fine_tuned_model != body.model or not job.output_model_path:
             raise NotFound(f"the model {body.model!r} does not exist", param="model", code="model_not_found")
-        final = job.result_files[0]
+        final = job.output_model_path
         method = job.hyperparameters.fine_tuning_method
         if placement(fine_tuning_method=method, target=body.target) == "server":
             lora = method == "lora"  # on Kubernetes: the base, with the adapter loaded at start
@@ -185,6 +187,37 @@ class DeploymentService:
             model_source=final,
             adapter_path=final,
         )
+
+    async def _with_layout(self, record: Deployment, *, gpu_memory_gib: float | None) -> Deployment:
+        """Return the record with its replicas' layout planned (tp/pp resolved into its engine options).
+
+        Raises:
+            InvalidInput: the layout does not match the GPUs, or the model does not fit them (the planner's
+                message names the GiB needed per GPU, the GiB usable and the tensor-parallel size tried).
+        """
+        if record.placement != "server":  # an adapter runs inside its base's replicas
+            return record
+        entry = await self._base_models.get(record.base_model)  # a full fine-tune has its base's shape
+        engine = record.engine
+        memory_gib = gpu_memory_gib or DEFAULT_GPU_MEMORY_GIB
+        request = ServingRequest(
+            num_gpus=record.num_gpus,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            pipeline_parallel_size=engine.pipeline_parallel_size,
+            max_model_len=engine.max_model_len,
+            dtype=engine.dtype,
+            quantization=engine.quantization,
+            kv_cache_dtype=engine.kv_cache_dtype,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            gpu_memory_gib=memory_gib,
+        )
+        plan = plan_deployment(entry.shape if entry is not None else None, request)
+        sizes = {
+            "tensor_parallel_size": plan.layout.tensor_parallel_size,
+            "pipeline_parallel_size": plan.layout.pipeline_parallel_size,
+        }
+        layout = DeploymentLayout.of(plan, num_gpus=record.num_gpus, gpu_memory_gib=memory_gib)
+        return record.model_copy(update={"engine": engine.model_copy(update=sizes), "layout": layout})
 
     def _server_name(self, model: str, client: Client, target: str) -> str:
         """Return the Serve application's name, or the Kubernetes objects' (per client: one namespace

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from studio.config import TrackerSettings, TrainingSettings
+from studio.domain.datasets import format_mismatch
 from studio.domain.ids import unix_now
 from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
 from studio.domain.queue import fair_order, launch_budget
-from studio.domain.training_events import TrainingEvent, describe, parse_events
+from studio.domain.training_events import TrainingEvent, parse_events
 from studio.errors import NotFound, StudioError
 from studio.ports import (
     BaseModelRepository,
@@ -41,17 +42,17 @@ from studio.ports import (
     TrainingLauncher,
 )
 from studio.schemas.jobs import (
-    Checkpoint,
-    CheckpointMetrics,
+    DEFAULT_DPO_BETA,
     Job,
     JobChanges,
     JobError,
-    JobEvent,
-    JobProgress,
     LaunchStatus,
 )
 from studio.schemas.queue import QueueSummary
 from studio.services.job_journal import JobJournal
+from studio.services.job_results import JobResults, publish_quietly
+from studio.services.job_retention import EventRetention
+from studio.services.run_recorder import RunRecorder
 from studio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ class RoundStats:
 
 
 RoundObserver = Callable[[RoundStats], None]
-PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
 # Rounds in a row that may fail on one job with an unexpected error before the job is failed.
 MAX_UNEXPECTED_ERRORS = 3
+# The most of a run's log the tracker reads in one call.
+LOG_READ_BYTES = 4 << 20
 # Succeeded jobs whose run times give the queue's estimated start times.
 RUN_TIME_SAMPLE = 50
 
@@ -100,22 +102,30 @@ class JobRunner:
         tracker: TrackerSettings,
         models_dir: Path,
         on_round: RoundObserver | None = None,
+        retention: EventRetention | None = None,
+        results: JobResults | None = None,
     ) -> None:
         self._jobs = jobs
         self._journal = journal
-        self._checkpoints = checkpoints
         self._datasets = datasets
         self._models = base_models
         self._dataset_files = dataset_files
         self._job_files = job_files
         self._launcher = launcher
-        self._objects = objects
-        self._copies: set[asyncio.Task[None]] = set()
+        self._recorder = RunRecorder(
+            jobs=jobs,
+            journal=journal,
+            checkpoints=checkpoints,
+            objects=objects,
+            max_metrics_events=tracker.max_metrics_events_per_attempt,
+        )
         self._clients = clients
         self._settings = settings
         self._tracker = tracker
         self._models_dir = models_dir
         self._on_round = on_round
+        self._retention = retention
+        self._results = results
         self._wake = asyncio.Event()
         self._stopping = False
         self._errors: dict[str, int] = {}
@@ -141,8 +151,7 @@ class JobRunner:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        for task in self._copies:
-            task.cancel()
+        self._recorder.stop()
 
     async def run(self) -> None:
         """Run rounds until `stop`; a failing round is logged and the next one tries again."""
@@ -171,6 +180,8 @@ class JobRunner:
         now_followed = await self._jobs.list_followed()
         waiting, launched = await self._launch_from_queue(now_followed)
         await self._publish_queue(now_followed)
+        if self._retention is not None:
+            await self._retention.maybe_sweep()
         stats = RoundStats(
             duration_s=time.perf_counter() - started,
             followed=len(followed),
@@ -307,6 +318,16 @@ class JobRunner:
                 return
             if dataset.status != "ready":
                 return
+            problem = format_mismatch(
+                param=param,
+                file_id=dataset_id,
+                file_format=dataset.format,
+                method_type=job.hyperparameters.method_type,
+            )
+            if problem is not None:
+                error = JobError(code="file_format_mismatch", message=problem, param=param, kind="user")
+                await self._fail(job, error)
+                return
         await self._journal.transition(job, "queued", message="Files validated, moving job to queued state")
 
     # -- queued -> launched -------------------------------------------------------------------
@@ -322,9 +343,15 @@ class JobRunner:
             training_file=Path(training),
             validation_file=Path(validation) if validation else None,
             output_dir=self._job_files.absolute(job.id),
-            method=hp.fine_tuning_method,
+            method="qlora" if hp.quantization is not None else hp.fine_tuning_method,
+            objective=hp.method_type,
+            beta=hp.beta if hp.beta is not None else DEFAULT_DPO_BETA,  # a supervised run ignores it
             n_epochs=hp.n_epochs,
-            batch_size=hp.batch_size,
+            # A step is `batch_size` rows per worker, in `accumulation_steps` micro-batches.
+            batch_size=hp.batch_size // hp.accumulation_steps,
+            gradient_accumulation_steps=hp.accumulation_steps,
+            gradient_checkpointing=hp.gradient_checkpointing is True,
+            sharding=resources.sharding if resources else "ddp",
             learning_rate=learning_rate(hp.fine_tuning_method, hp.learning_rate_multiplier),
             lora_r=hp.lora_r,
             lora_alpha=hp.lora_alpha,
@@ -405,11 +432,7 @@ class JobRunner:
             return
         if status.state == "pending":
             return
-        try:
-            log_text = await self._launcher.logs(ray_job_id)
-        except NotFound:
-            log_text = ""
-        job = await self._read_events(job, log_text)
+        job = await self._read_log(job, ray_job_id, whole=status.state != "running")
         if job.status == "queued":
             started = await self._journal.transition(
                 job, "running", JobChanges(started_at=unix_now()), message="Fine-tuning job started"
@@ -419,71 +442,30 @@ class JobRunner:
             job = started
         if status.state == "running":
             return
-        # The whole attempt's events: its result line may have been read in an earlier round.
+        # The whole attempt's events (read once, at its end): its result line may have been read in an
+        # earlier round.
+        try:
+            log_text = await self._launcher.logs(ray_job_id)
+        except NotFound:
+            log_text = ""
         await self._finish(job, status, parse_events(log_text, 0)[0])
         # Its end is recorded: free what the run still holds (an actor run keeps its CPUs and GPUs).
         with contextlib.suppress(StudioError):
             await self._launcher.release(ray_job_id)
 
-    async def _read_events(self, job: Job, log_text: str) -> Job:
-        """Store the events of `log_text` past the job's offset and its progress; return the updated job."""
-        events, offset = parse_events(log_text, job.log_offset)
-        if not events and offset == job.log_offset:
-            return job
-        progress = job.progress.model_copy()
-        stored: list[JobEvent] = []
-        for event in events:
-            stored.append(self._event_of(job, event))
-            fields = event.fields
-            if event.type == "metrics":
-                progress = progress.model_copy(
-                    update={k: v for k, v in fields.items() if k in PROGRESS_FIELDS and v is not None}
+    async def _read_log(self, job: Job, ray_job_id: str, *, whole: bool) -> Job:
+        """Record the run's log past the job's offset: one chunk a round while it runs (a round's cost
+        follows what the run wrote since, not its whole log), every chunk left once it `whole`ly ended."""
+        while True:
+            try:
+                chunk = await self._launcher.read_log(
+                    ray_job_id, offset=job.log_offset, max_bytes=LOG_READ_BYTES
                 )
-            elif event.type == "checkpoint":
-                progress = progress.model_copy(update={"checkpoint_step": fields.get("step")})
-                checkpoint = self._checkpoint_of(job, event, progress)
-                await self._checkpoints.add(checkpoint)
-                self._copy_to_s3(job, Path(checkpoint.path), f"checkpoints/step-{checkpoint.step}")
-        await self._journal.add(stored)
-        changes = JobChanges(log_offset=offset, progress=progress)
-        if progress.eta_seconds is not None:
-            changes.estimated_finish = unix_now() + int(progress.eta_seconds)
-        updated = await self._jobs.update(job_id=job.id, expected=job.status, changes=changes)
-        return updated or job
-
-    def _event_of(self, job: Job, event: TrainingEvent) -> JobEvent:
-        level, message = describe(event)
-        data = {k: v for k, v in event.fields.items() if k != "type"}
-        return self._journal.event(
-            job,
-            message,
-            level=level,
-            type="metrics" if event.type == "metrics" else "message",
-            data=data,
-            # One id per (attempt, position in the log): reading the same log again adds nothing.
-            event_id=f"ftevent-{job.id.removeprefix('ftjob-')}-{job.attempts}-{event.end_offset}",
-        )
-
-    def _checkpoint_of(self, job: Job, event: TrainingEvent, progress: JobProgress) -> Checkpoint:
-        step = int(event.fields.get("step", 0))
-        name = fine_tuned_model_name(
-            base_model=job.model, client_id=job.client_id, suffix=job.suffix, job_id=job.id
-        )
-        return Checkpoint(
-            id=f"ftckpt-{job.id.removeprefix('ftjob-')}-{step}",
-            job_id=job.id,
-            client_id=job.client_id,
-            step=step,
-            path=str(event.fields.get("path", "")),
-            model_name=f"{name}:ckpt-step-{step}",
-            metrics=CheckpointMetrics(
-                step=step,
-                train_loss=progress.train_loss,
-                valid_loss=progress.valid_loss,
-                valid_mean_token_accuracy=progress.valid_mean_token_accuracy,
-            ),
-            created_at=unix_now(),
-        )
+            except NotFound:
+                return job
+            job = await self._recorder.record(job, chunk)
+            if not whole or len(chunk) < LOG_READ_BYTES:
+                return job
 
     async def _finish(self, job: Job, status: LaunchStatus, events: list[TrainingEvent]) -> None:
         result = next((e.fields for e in reversed(events) if e.type == "result"), None)
@@ -495,7 +477,7 @@ class JobRunner:
                     base_model=job.model, client_id=job.client_id, suffix=job.suffix, job_id=job.id
                 ),
                 trained_tokens=int(result.get("trained_tokens") or 0),
-                result_files=[str(final)] if final else [],
+                output_model_path=str(final) if final else None,
                 finished_at=unix_now(),
                 estimated_finish=None,
             )
@@ -503,7 +485,8 @@ class JobRunner:
                 job, "succeeded", changes, message="The job has successfully completed"
             )
             if done is not None and final:
-                self._copy_to_s3(done, Path(str(final)), "final")
+                self._recorder.copy_to_s3(done, Path(str(final)), "final")
+            await publish_quietly(self._results, done)
             return
         kind = str(error.get("kind")) if error else classify_exit(status.message)
         message = str(error.get("message")) if error else (status.message or f"the Ray job {status.state}")
@@ -511,25 +494,6 @@ class JobRunner:
             await self._fail(job, JobError(code="invalid_training_data", message=message, kind="user"))
         else:
             await self._retry_or_fail(job, message)
-
-    def _copy_to_s3(self, job: Job, path: Path, name: str) -> None:
-        """Copy an artifact directory to `s3://<bucket>/<client>/jobs/<job>/<name>` in the background."""
-        if self._objects is None or not path.parts:
-            return
-        task = asyncio.create_task(self._copy(self._objects, job, path, name))
-        self._copies.add(task)
-        task.add_done_callback(self._copies.discard)
-
-    async def _copy(self, objects: ObjectStore, job: Job, path: Path, name: str) -> None:
-        try:
-            uri = await objects.put_directory(prefix=f"{job.client_id}/jobs/{job.id}/{name}", path=path)
-        except Exception as exc:  # a background task: nobody else would see the error
-            log.warning(
-                "copying %s of %s to S3 failed", name, job.id, exc_info=not isinstance(exc, StudioError)
-            )
-            await self._journal.record(job, f"Could not copy {name} to S3: {exc}", level="warn")
-            return
-        await self._journal.record(job, f"Copied {name} to {uri}", data={"uri": uri, "artifact": name})
 
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts >= self._settings.max_attempts:
@@ -556,4 +520,5 @@ class JobRunner:
         if param is not None:
             error = error.model_copy(update={"param": param})
         changes = JobChanges(error=error, finished_at=unix_now(), estimated_finish=None)
-        await self._journal.transition(job, "failed", changes, message=error.message, level="error")
+        failed = await self._journal.transition(job, "failed", changes, message=error.message, level="error")
+        await publish_quietly(self._results, failed)

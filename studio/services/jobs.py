@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from studio.config import TrainingSettings
+from studio.domain.datasets import format_mismatch
 from studio.domain.ids import new_id, unix_now
 from studio.domain.jobs import TERMINAL, check_suffix
 from studio.domain.queue import estimated_start, jobs_ahead
@@ -44,6 +45,7 @@ from studio.schemas.queue import QueuePosition
 from studio.services.base_models import BaseModelService
 from studio.services.job_journal import JobJournal
 from studio.services.job_planning import decide_hyperparameters, plan_job
+from studio.services.memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class Compute:
 # after ones stamped later; and the page size of those reads.
 LATE_EVENT_WINDOW_US = 10_000_000
 EVENT_PAGE = 500
+# Creates re-read neither a ready file nor a client's queue length for this long (per replica): a
+# sweep of creates costs the store one write each, not four reads more. A file deleted meanwhile fails
+# the job at launch; the queue cap may be passed by the creates of other replicas within the window.
+CREATE_MEMO_S = 2.0
 
 
 class JobService:
@@ -84,6 +90,8 @@ class JobService:
         self._models = base_models
         self._compute = compute
         self._settings = settings
+        self._ready_files: Memo[tuple[str, str], Dataset] = Memo(ttl_s=CREATE_MEMO_S)
+        self._waiting: Memo[str, int] = Memo(ttl_s=CREATE_MEMO_S)
 
     def _require_compute(self) -> Compute:
         if self._compute is None:
@@ -91,15 +99,35 @@ class JobService:
         return self._compute
 
     async def _dataset(self, client_id: str, dataset_id: str, param: str) -> Dataset:
+        ready = self._ready_files.get((client_id, dataset_id))
+        if ready is not None:
+            return ready
         dataset = await self._datasets.get(client_id=client_id, dataset_id=dataset_id)
+        if dataset is not None and dataset.status == "ready":  # a ready file's record no longer changes
+            self._ready_files.put((client_id, dataset_id), dataset)
         if dataset is None:
             raise NotFound(f"no file {dataset_id!r}", param=param, code="file_not_found")
+        if dataset.purpose != "fine-tune":
+            raise InvalidInput(
+                f"{param} {dataset_id!r} has purpose {dataset.purpose!r}, not 'fine-tune': it is not "
+                "training data",
+                param=param,
+                code="invalid_file_purpose",
+            )
         if dataset.status == "invalid":
             raise Conflict(
                 f"{param} {dataset_id!r} is invalid ({dataset.error_count} error(s)); "
                 f"see GET /v1/files/{dataset_id}",
                 param=param,
                 code="invalid_file",
+            )
+        if dataset.status != "ready":
+            # A job is planned from its file's statistics, which exist once the file is validated.
+            raise InvalidInput(
+                f"{param} {dataset_id!r} is not ready: its status is {dataset.status!r}; create the job "
+                f"once GET /v1/files/{dataset_id} says 'processed'",
+                param=param,
+                code="file_not_ready",
             )
         return dataset
 
@@ -108,7 +136,11 @@ class JobService:
 
         Raises:
             NotFound: an unknown base model or file; Conflict: an invalid file; Forbidden: a model the
-            client may not use; InvalidInput: a bad suffix or hyperparameter.
+            client may not use; InvalidInput: a file not validated yet (`file_not_ready`, naming its
+            status), a results file (`invalid_file_purpose`), a bad suffix or hyperparameter, or a file
+            whose format the
+            method does not train on (`file_format_mismatch`: a preference file given to a supervised
+            job, a chat or prompt/completion file to a DPO job).
         """
         estimate, _ = await self._plan(client, body)
         return estimate
@@ -120,6 +152,12 @@ class JobService:
         files = [await self._dataset(client.id, body.training_file, "training_file")]
         if body.validation_file is not None:
             files.append(await self._dataset(client.id, body.validation_file, "validation_file"))
+        for param, dataset in zip(("training_file", "validation_file"), files, strict=False):
+            problem = format_mismatch(
+                param=param, file_id=dataset.id, file_format=dataset.format, method_type=body.method_type
+            )
+            if problem is not None:
+                raise InvalidInput(problem, param=param, code="file_format_mismatch")
         hyperparameters = decide_hyperparameters(body.resolved_hyperparameters(), files[0].stats)
         cluster = await compute.cluster.resources()
         estimate = plan_job(
@@ -132,7 +170,7 @@ class JobService:
         return estimate, files
 
     async def create(self, client: Client, body: JobCreate) -> Job:
-        """Create a job: `validating_files` while a file is still being validated, else `queued`.
+        """Create a job, `queued` (its files are ready: `plan` refuses a file still being validated).
 
         Raises:
             InvalidInput: (422) the job can never run on this cluster; the message has the estimate.
@@ -142,28 +180,31 @@ class JobService:
         if client.limits.max_concurrent_jobs == 0:
             raise Forbidden("this client may not run fine-tuning jobs", code="jobs_not_allowed")
         cap = client.limits.max_queued_jobs
-        if await self._jobs.count_waiting(client.id, limit=cap) >= cap:
+        waiting = self._waiting.get(client.id)
+        if waiting is None or waiting >= cap:  # a refusal is never made on a remembered count
+            waiting = await self._jobs.count_waiting(client.id, limit=cap)
+            self._waiting.put(client.id, waiting)
+        if waiting >= cap:
             raise QuotaExceeded(
                 f"this client may have {cap} jobs waiting in the queue at most (max_queued_jobs) and has "
                 "that many; create more once some have started",
                 code="too_many_queued_jobs",
                 retry_after_s=60,
             )
-        estimate, files = await self._plan(client, body)
+        estimate, _ = await self._plan(client, body)
         if not estimate.fits:
             raise InvalidInput(
                 f"this job cannot run on this cluster: {estimate.reason}",
                 param="model",
                 code="job_infeasible",
             )
-        ready = all(dataset.status == "ready" for dataset in files)
         job = Job(
             id=new_id("ftjob"),
             client_id=client.id,
             model=body.model,
             training_file=body.training_file,
             validation_file=body.validation_file,
-            status="queued" if ready else "validating_files",
+            status="queued",
             hyperparameters=estimate.hyperparameters,
             suffix=body.suffix,
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
@@ -174,11 +215,11 @@ class JobService:
             created_at=unix_now(),
         )
         events = [self._journal.event(job, f"Created fine-tuning job: {job.id}")]
-        if not ready:
-            events.append(self._journal.event(job, "Validating training file"))
         # Both journaled writes at once (their commits can share a flush): events stored for a job
         # whose insert failed are never shown, since events are read through their job.
         await asyncio.gather(self._jobs.insert(job), self._events.add(events))
+        if (counted := self._waiting.get(client.id)) is not None:
+            self._waiting.update(client.id, counted + 1)
         await self._wake(job.client_id)
         return job
 

@@ -8,6 +8,13 @@ Findings behind these settings (docs/research/vllm-cpu-serving.md):
   a fine-tune's would get that fine-tune (vLLM PRs #48421 / #49656). Zero weights leave the base as is.
 - Adapters are registered (`add_lora`) before any request names them: a bad adapter path reaching
   `generate` kills the engine core, while `add_lora` only raises.
+- Several workers (tensor / pipeline parallel): on GPUs, vLLM's Ray executor, whose workers take the GPU
+  bundles of the replica's placement group (as Ray Serve LLM runs them; vLLM finds the group itself,
+  since the engine core runs in the replica). On CPU, vLLM's Ray executor is not available (its CPU
+  platform has no Ray device key): the multiprocessing executor, with OpenMP threads left unbound
+  (`VLLM_CPU_OMP_THREADS_BIND=nobind`): its automatic binding wants a NUMA node per worker and refuses
+  one-node machines. Tried on vLLM 0.32 CPU with the tiny model: tensor_parallel_size 2 inside a Ray
+  actor answers greedy requests with the same text as one worker.
 """
 
 from __future__ import annotations
@@ -37,10 +44,14 @@ def rpc_dir(scratch_dir: str) -> Path:
     return Path(tempfile.gettempdir()) / f"mini-studio-rpc-{os.getuid()}"
 
 
-def engine_env(scratch_dir: str) -> dict[str, str]:
-    """Return the environment of a model server replica (its engine core process inherits it)."""
+def engine_env(scratch_dir: str, *, cpu_workers: int = 1) -> dict[str, str]:
+    """Return the environment of a model server replica (its engine core process inherits it).
+
+    `cpu_workers` above 1: a CPU engine split over that many worker processes.
+    """
     scratch = Path(scratch_dir)
-    return {
+    bind = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if cpu_workers > 1 else {}
+    return bind | {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_RPC_BASE_PATH": str(rpc_dir(scratch_dir)),
         "VLLM_CACHE_ROOT": str(scratch / "cache"),
@@ -64,7 +75,13 @@ def engine_args(spec: ServerSpec) -> dict[str, Any]:
         "served_model_name": [ENGINE_MODEL_NAME if spec.adapters else spec.model_name],
         "dtype": spec.dtype,
         "disable_log_stats": True,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
     }
+    if spec.quantization is not None:
+        args["quantization"] = spec.quantization
+    if spec.kv_cache_dtype != "auto":
+        args["kv_cache_dtype"] = spec.kv_cache_dtype
     if spec.max_model_len is not None:
         args["max_model_len"] = spec.max_model_len
     if spec.adapters:
@@ -77,9 +94,11 @@ def engine_args(spec: ServerSpec) -> dict[str, Any]:
         }
     if spec.use_gpu:
         args["gpu_memory_utilization"] = spec.gpu_memory_utilization
+        if spec.workers > 1:
+            args["distributed_executor_backend"] = "ray"
     else:
         args |= {
-            "distributed_executor_backend": "uni",
+            "distributed_executor_backend": "uni" if spec.workers == 1 else "mp",
             "enforce_eager": True,
             "kv_cache_memory_bytes": spec.kv_cache_bytes or CPU_KV_CACHE_BYTES,
         }

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
@@ -31,10 +31,11 @@ from studio.serving.engine import (
 from studio.serving.errors import ModelRequestError
 from studio.serving.spec import ServerSpec
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
-# What vLLM names as the parameter at fault when the prompt does not fit the context.
-PROMPT_PARAMETERS = frozenset({"input_tokens", "input_text", "prompt", "messages"})
 
 
 class _Adapter:
@@ -173,21 +174,16 @@ class ModelServer:
         try:
             request = request_type.model_validate({**body, "model": name})
         except ValidationError as exc:
-            error = exc.errors()[0]
-            param = ".".join(str(part) for part in error["loc"]) or None
-            raise ModelRequestError(
-                422, f"{param}: {error['msg']}" if param else error["msg"], param=param
-            ) from None
+            raise _invalid_body(exc) from None
         try:
             if kind == "chat":
                 result = await self._state.openai_serving_chat.create_chat_completion(request, None)
             else:
                 result = await self._state.openai_serving_completion.create_completion(request, None)
         except VLLMValidationError as exc:
-            # A request value out of range (temperature, max_tokens, ...) is a 422 naming it; a prompt
-            # that does not fit the context is a 400, as in OpenAI's API.
-            invalid_value = exc.parameter is not None and exc.parameter not in PROMPT_PARAMETERS
-            raise ModelRequestError(422 if invalid_value else 400, str(exc), param=exc.parameter) from None
+            # A value out of range (temperature, max_tokens, ...) or a prompt over the context: a 400
+            # naming the parameter, as vLLM's own server and OpenAI's API answer.
+            raise ModelRequestError(400, str(exc), param=exc.parameter) from None
         except ValueError as exc:  # vLLM raises some request problems (a chat template error) as such
             raise ModelRequestError(400, str(exc)) from None
         if isinstance(result, ErrorResponse):
@@ -197,9 +193,14 @@ class ModelServer:
         return result
 
     async def complete(self, kind: str, body: JsonObject, adapter_path: str | None = None) -> JsonObject:
-        """Return the OpenAI response (`kind` "chat" or "completion") for a non-streaming request."""
+        """Return the OpenAI response (`kind` "chat" or "completion") for a non-streaming request.
+
+        Dumped whole, nulls included, as vLLM's OpenAI server sends it (the Kubernetes target forwards
+        that body): OpenAI's shape has `logprobs: null`, `refusal: null` and `content: null` beside
+        `tool_calls`, which `exclude_none` would drop.
+        """
         result = await self._serve(kind, {**body, "stream": False}, adapter_path)
-        dumped: JsonObject = result.model_dump(mode="json", exclude_none=True)
+        dumped: JsonObject = result.model_dump(mode="json")
         return dumped
 
     async def stream(
@@ -224,3 +225,26 @@ class ModelServer:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+def _invalid_body(exc: ValidationError) -> ModelRequestError:
+    """Return the 400 for a body vLLM's request model refused, naming the field as vLLM's server does:
+    the parameter a validator named (`VLLMValidationError`), else the location of the first error."""
+    from vllm.entrypoints.serve.exception_handling.handlers.validation import clean_loc_for_param
+    from vllm.exceptions import VLLMValidationError
+
+    errors = exc.errors()
+    param = next(
+        (
+            error["ctx"]["error"].parameter
+            for error in errors
+            if isinstance(error.get("ctx", {}).get("error"), VLLMValidationError)
+        ),
+        None,
+    )
+    first = errors[0]
+    param = param or clean_loc_for_param(tuple(first["loc"])) or None
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return ModelRequestError(400, message, param=param)

@@ -28,5 +28,17 @@ class ServerSpec:
     kv_cache_bytes: int | None = None
     max_lora_rank: int = 16
     max_adapters: int = 4
+    # One engine over tp x pp workers: on GPUs one Ray actor per GPU, in the replica's placement group
+    # (vLLM's Ray executor); on CPU child processes of the replica (vLLM's multiprocessing executor).
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    quantization: Literal["fp8"] | None = None
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+
+    @property
+    def workers(self) -> int:
+        """The engine's worker count (its world size): tensor x pipeline parallel."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
     # Tokens gathered into one streamed item: one Serve item per token costs more than decoding it.
     stream_batch_ms: float = 20.0

@@ -120,6 +120,13 @@ class LocalFileStore:
         path = self.absolute(relative_path)
         await asyncio.to_thread(_remove, path)
 
+    async def children(self, relative_path: str) -> list[str]:
+        path = self._root if relative_path in {"", "."} else self.absolute(relative_path)
+        return await asyncio.to_thread(_directories, path)
+
+    async def last_modified(self, relative_path: str) -> float | None:
+        return await asyncio.to_thread(_newest_mtime, self.absolute(relative_path))
+
 
 class ThreadValidationRunner:
     """Validates a stored file in a worker thread, reading it in 4 MiB chunks (memory stays flat)."""
@@ -172,6 +179,29 @@ def _write_all(fd: int, blocks: list[bytes], sha256: hashlib._Hash) -> None:
 
 def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def _directories(path: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _newest_mtime(path: Path) -> float | None:
+    """The newest mtime of `path` and everything under it (a file being written counts as it grows)."""
+    try:
+        newest = path.lstat().st_mtime
+    except FileNotFoundError:
+        return None
+    if path.is_dir() and not path.is_symlink():
+        for directory, _, names in os.walk(path):
+            for name in [".", *names]:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest
 
 
 def _remove(path: Path) -> None:

@@ -15,7 +15,9 @@ from studio.stores.errors import mongo_errors
 from studio.stores.mongo_clients import MongoClientRepository
 from studio.stores.mongo_datasets import MongoDatasetRepository, MongoUploadRepository
 from studio.stores.mongo_deployments import MongoDeploymentRepository
+from studio.stores.mongo_idempotency import MongoIdempotencyRepository
 from studio.stores.mongo_jobs import MongoCheckpointRepository, MongoJobEventRepository, MongoJobRepository
+from studio.stores.mongo_leases import MongoLeaseRepository
 from studio.stores.mongo_models import MongoBaseModelRepository
 
 db_log = logging.getLogger(DB_LOGGER)
@@ -37,7 +39,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
         IndexModel([("s3.state", ASCENDING), ("s3.next_attempt_at", ASCENDING)]),
     ],
-    "uploads": [IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)])],
+    "uploads": [
+        IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
+        # A client's uploads in progress (its storage quota), and the sweep of expired ones.
+        IndexModel([("client_id", ASCENDING), ("status", ASCENDING), ("expires_at", ASCENDING)]),
+        IndexModel([("expires_at", ASCENDING)]),
+    ],
     "fine_tuning_jobs": [
         IndexModel([("client_id", ASCENDING), ("created_at", ASCENDING)]),
         # The retention sweep: finished jobs in the order they finished.
@@ -55,6 +62,11 @@ INDEXES: dict[str, list[IndexModel]] = {
             ]
         ),
         IndexModel([("stop_pending", ASCENDING)]),
+    ],
+    # One record per client and key (`_id` is `<client>:<key>`); MongoDB deletes them at `expires_at`.
+    "idempotency_keys": [
+        IndexModel([("client_id", ASCENDING), ("key", ASCENDING)], unique=True),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
     ],
     "fine_tuning_job_events": [IndexModel([("job_id", ASCENDING), ("seq", ASCENDING)])],
     "fine_tuning_job_checkpoints": [IndexModel([("job_id", ASCENDING), ("step", ASCENDING)])],
@@ -111,6 +123,8 @@ class MongoStore:
         self._checkpoints = MongoCheckpointRepository(database)
         self._base_models = MongoBaseModelRepository(database)
         self._deployments = MongoDeploymentRepository(database)
+        self._leases = MongoLeaseRepository(database)
+        self._idempotency = MongoIdempotencyRepository(database)
 
     @classmethod
     async def connect(cls, url: str, settings: StoreSettings) -> MongoStore:
@@ -171,6 +185,14 @@ class MongoStore:
     @property
     def deployments(self) -> MongoDeploymentRepository:
         return self._deployments
+
+    @property
+    def leases(self) -> MongoLeaseRepository:
+        return self._leases
+
+    @property
+    def idempotency(self) -> MongoIdempotencyRepository:
+        return self._idempotency
 
     async def ping(self) -> None:
         with mongo_errors():

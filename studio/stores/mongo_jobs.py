@@ -7,13 +7,16 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, WriteError
 from pymongo.write_concern import WriteConcern
 
 from studio.domain.jobs import JobStatus
+from studio.errors import Conflict
 from studio.schemas.jobs import Checkpoint, Job, JobChanges, JobEvent
 from studio.schemas.queue import QueueSummary
 from studio.stores.documents import from_document, to_document
 from studio.stores.errors import mongo_errors
+from studio.stores.group_commit import GroupCommit, bulk_outcomes
 from studio.stores.mongo_paging import page
 
 # `launched` is stored beside `ray_job_id` (true when it is set), written by `insert` and `update` only,
@@ -21,9 +24,17 @@ from studio.stores.mongo_paging import page
 WAITING: dict[str, Any] = {"status": "queued", "launched": False}
 LAUNCHED: dict[str, Any] = {"status": "queued", "launched": True}
 # A client's waiting jobs in launch order (documents older than `created_ns` hold 0 there: first).
+DUPLICATE_KEY = 11000
 QUEUE_SUMMARY_ID = "summary"
 RETENTION_MARK_ID = "retention"
 QUEUE_ORDER = [("priority", DESCENDING), ("created_ns", ASCENDING), ("_id", ASCENDING)]
+
+
+def _write_error(error: dict[str, Any]) -> BaseException:
+    """Return the domain error of one failed operation of a bulk write."""
+    if error.get("code") == DUPLICATE_KEY:
+        return Conflict("an object with the same unique fields already exists", code="duplicate")
+    return WriteError(str(error.get("errmsg", "write failed")), error.get("code"), error)
 
 
 def job_document(job: Job) -> dict[str, Any]:
@@ -38,10 +49,19 @@ class MongoJobRepository:
         self._jobs = database["fine_tuning_jobs"]
         # Derived, rewritten every `queue_refresh_s`: no journal needed.
         self._summary = database.get_collection("job_queue", write_concern=WriteConcern(w=1))
+        # Creates arriving together leave as one journaled insert (see stores/group_commit.py).
+        self._inserts: GroupCommit[dict[str, Any]] = GroupCommit(self._insert_many)
 
     async def insert(self, job: Job) -> None:
-        with mongo_errors():
-            await self._jobs.insert_one(job_document(job))
+        await self._inserts.write(job_document(job))
+
+    async def _insert_many(self, docs: list[dict[str, Any]]) -> list[BaseException | None]:
+        try:
+            with mongo_errors():
+                await self._jobs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            return bulk_outcomes(len(docs), exc.details, _write_error)
+        return [None] * len(docs)
 
     async def get(self, *, client_id: str, job_id: str) -> Job | None:
         with mongo_errors():
@@ -189,17 +209,31 @@ class MongoJobRepository:
 class MongoJobEventRepository:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         self._events = database["fine_tuning_job_events"]
+        # Each writer's list of events is one item; lists arriving together leave as one bulk write.
+        self._adds: GroupCommit[list[JobEvent]] = GroupCommit(self._add_many)
 
     async def add(self, events: list[JobEvent]) -> None:
-        if not events:
-            return
+        if events:
+            await self._adds.write(events)
+
+    async def _add_many(self, batches: list[list[JobEvent]]) -> list[BaseException | None]:
         # Upserts keyed by the event id: a tracker that re-reads a log after a restart adds nothing twice.
         writes = [
             UpdateOne({"_id": event.id}, {"$setOnInsert": to_document(event)}, upsert=True)
+            for events in batches
             for event in events
         ]
-        with mongo_errors():
-            await self._events.bulk_write(writes, ordered=True)
+        owner = [index for index, events in enumerate(batches) for _ in events]
+        try:
+            with mongo_errors():
+                await self._events.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            outcomes: list[BaseException | None] = [None] * len(batches)
+            for position, outcome in enumerate(bulk_outcomes(len(writes), exc.details, _write_error)):
+                if outcome is not None:
+                    outcomes[owner[position]] = outcome
+            return outcomes
+        return [None] * len(batches)
 
     async def list(self, *, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
         with mongo_errors():

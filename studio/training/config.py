@@ -38,6 +38,18 @@ class TrainConfig(BaseModel):
     `studio.training.models`) before training, and `train` itself needs a directory. `num_workers`,
     `use_gpu` and `cpus_per_worker` size a Ray Train run, used when `ray_train` is set or
     `num_workers > 1`; `rank` and `world_size` are set per worker by that run, never by the caller.
+
+    `method`: "lora", "full", or "qlora" (LoRA on the base loaded in 4-bit NF4 by bitsandbytes, bf16
+    compute; CUDA only). `lora_target_modules` may be ("all-linear",): every linear layer but the LM
+    head. `sharding` is how a distributed run's workers share the model: "ddp" (each holds all of it)
+    or "fsdp" (FSDP2, each holds 1/world of parameters, gradients and optimizer state; checkpoints in
+    DCP's sharded format, which a run on any number of workers resumes). `gradient_checkpointing`
+    recomputes each layer's activations in the backward pass instead of keeping them.
+
+    `objective` is what the loss learns: "supervised" (next-token loss on the trained tokens of chat or
+    prompt/completion rows) or "dpo" (Direct Preference Optimization on preference rows, with `beta`
+    the strength of the pull towards the frozen reference; see `studio.training.dpo`). `method`
+    (LoRA or full) is orthogonal to it. `beta` is ignored by supervised runs.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,7 +59,10 @@ class TrainConfig(BaseModel):
     training_file: Path
     validation_file: Path | None = None
     output_dir: Path
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full", "qlora"] = "lora"
+    sharding: Literal["ddp", "fsdp"] = "ddp"
+    objective: Literal["supervised", "dpo"] = "supervised"
+    beta: float = Field(default=0.1, gt=0, le=100)
     n_epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1e-4, gt=0, le=1)
@@ -100,6 +115,8 @@ class TrainConfig(BaseModel):
     def _check_rank(self) -> TrainConfig:
         if self.rank >= self.world_size:
             raise ValueError(f"rank {self.rank} is out of range for world_size {self.world_size}")
+        if self.method == "qlora" and self.sharding == "fsdp":
+            raise ValueError('QLoRA runs on one GPU per worker with DDP: sharding must be "ddp"')
         return self
 
 
@@ -138,15 +155,20 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
     tmp.mkdir()
     try:
         write(tmp)
-        if target.exists():
-            # A rename cannot replace a non-empty directory: move the old one aside, then drop it.
-            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex}"
-            os.rename(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, target)
+        publish_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def publish_dir(tmp: Path, target: Path) -> None:
+    """Rename the complete directory `tmp` to `target`, replacing an older `target`."""
+    if target.exists():
+        # A rename cannot replace a non-empty directory: move the old one aside, then drop it.
+        old = target.parent / f".old-{target.name}-{uuid.uuid4().hex}"
+        os.rename(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(tmp, target)
 
 
 def remove_leftovers(*folders: Path) -> None:

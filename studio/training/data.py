@@ -21,16 +21,17 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
+ItemT = TypeVar("ItemT")
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,10 @@ def tokenize_example(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
         text = prefix + completion + (tokenizer.eos_token or "")
         return _encode(tokenizer, text, [(len(prefix), len(text))], max_seq_len)
     if "preferred_output" in row:
-        raise ValueError("preference examples cannot be used for supervised fine-tuning")
+        raise ValueError(
+            'preference examples (preferred_output / non_preferred_output) train with method type "dpo", '
+            "not supervised fine-tuning"
+        )
     raise ValueError('an example needs "messages", or "prompt" and "completion"')
 
 
@@ -258,7 +262,31 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_len: in
             no example is left with a token to train on.
         OSError: the file cannot be read.
     """
-    examples: list[Example] = []
+    return load_rows(
+        path,
+        lambda row: tokenize_example(row, tokenizer, max_seq_len),
+        lambda example: example.num_trained_tokens > 0,
+        max_seq_len=max_seq_len,
+    )
+
+
+def load_rows(
+    path: Path,
+    tokenize: Callable[[dict[str, Any]], ItemT],
+    trains: Callable[[ItemT], bool],
+    *,
+    max_seq_len: int,
+) -> list[ItemT]:
+    """Return `tokenize` of every row of the JSONL file at `path`, in file order, keeping those that `trains`.
+
+    The rows dropped (nothing left to train on within `max_seq_len`) are counted in a warning.
+
+    Raises:
+        ValueError: a row is not valid JSON or `tokenize` refused it (the message names its line), or
+            no row is left to train on.
+        OSError: the file cannot be read.
+    """
+    items: list[ItemT] = []
     rows = dropped = 0
     with Path(path).open(encoding="utf-8-sig") as lines:
         for line_no, line in enumerate(lines, start=1):
@@ -269,16 +297,16 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_len: in
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError("each line must be a JSON object")
-                example = tokenize_example(row, tokenizer, max_seq_len)
+                item = tokenize(row)
             except ValueError as exc:  # json.JSONDecodeError is a ValueError too
                 raise ValueError(f"{Path(path).name} line {line_no}: {exc}") from exc
-            if example.num_trained_tokens == 0:
+            if not trains(item):
                 dropped += 1
                 continue
-            examples.append(example)
+            items.append(item)
     if rows == 0:
         raise ValueError(f"{Path(path).name} has no examples")
-    if not examples:
+    if not items:
         raise ValueError(
             f"{Path(path).name}: no example has a token to train on within max_seq_len={max_seq_len}"
         )
@@ -289,7 +317,7 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_len: in
             rows,
             max_seq_len,
         )
-    return examples
+    return items
 
 
 def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -133,7 +133,7 @@ async def test_bad_names_are_refused_and_nothing_is_stored(
         content=body,
         headers={**tenant[1], "content-type": f"multipart/form-data; boundary={boundary}"},
     )
-    assert_error(response, 422, code)
+    assert_error(response, 400, code)
     assert (await api.get("/v1/files", headers=tenant[1])).json()["data"] == []
     client_dir = settings.datasets_dir / tenant[0]
     assert not client_dir.exists() or not any(client_dir.iterdir())
@@ -147,22 +147,22 @@ async def test_empty_file_wrong_purpose_and_missing_file_are_refused(
     empty = await api.post(
         "/v1/files", files={"file": ("e.jsonl", b"")}, data={"purpose": "fine-tune"}, headers=headers
     )
-    assert_error(empty, 422, "empty_file")
+    assert_error(empty, 400, "empty_file")
     purpose = await api.post(
         "/v1/files",
         files={"file": ("p.jsonl", b'{"prompt":"a","completion":"b"}\n')},
         data={"purpose": "batch"},
         headers=headers,
     )
-    assert_error(purpose, 422, "invalid_purpose")
+    assert_error(purpose, 400, "invalid_purpose")
     missing = await api.post(
         "/v1/files", data={"purpose": "fine-tune"}, files={"other": ("x", b"1")}, headers=headers
     )
-    assert_error(missing, 422, "missing_file")
+    assert_error(missing, 400, "missing_file")
     not_form = await api.post(
         "/v1/files", content=b"{}", headers={**headers, "content-type": "application/json"}
     )
-    assert_error(not_form, 422, "invalid_content_type")
+    assert_error(not_form, 400, "invalid_content_type")
 
 
 async def test_another_tenants_dataset_is_404(
@@ -366,7 +366,7 @@ async def test_body_ending_inside_the_file_part_is_refused(
         content=body,
         headers={**tenant[1], "content-type": f"multipart/form-data; boundary={boundary}"},
     )
-    assert_error(response, 422, "invalid_multipart")
+    assert_error(response, 400, "invalid_multipart")
     assert (await api.get("/v1/files", headers=tenant[1])).json()["data"] == []
     client_dir = settings.datasets_dir / tenant[0]
     assert not client_dir.exists() or not [path for path in client_dir.rglob("*") if path.is_file()]

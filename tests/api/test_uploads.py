@@ -68,18 +68,18 @@ async def test_complete_checks_parts_size_and_md5(api: httpx.AsyncClient, header
     )
     part = await client.uploads.parts.create(upload_id=upload.id, data=body[:-5])
     short = await api.post(f"/v1/uploads/{upload.id}/complete", json={"part_ids": [part.id]}, headers=headers)
-    assert_error(short, 422, "size_mismatch")
+    assert_error(short, 400, "size_mismatch")
     unknown = await api.post(
         f"/v1/uploads/{upload.id}/complete", json={"part_ids": ["part-nope"]}, headers=headers
     )
-    assert_error(unknown, 422, "unknown_part")
+    assert_error(unknown, 400, "unknown_part")
     rest = await client.uploads.parts.create(upload_id=upload.id, data=body[-5:])
     wrong_md5 = await api.post(
         f"/v1/uploads/{upload.id}/complete",
         json={"part_ids": [part.id, rest.id], "md5": "0" * 32},
         headers=headers,
     )
-    assert_error(wrong_md5, 422, "checksum_mismatch")
+    assert_error(wrong_md5, 400, "checksum_mismatch")
     done = await client.uploads.complete(upload_id=upload.id, part_ids=[part.id, rest.id])
     assert done.file is not None and done.file.status == "processed"
 
@@ -97,7 +97,7 @@ async def test_cancel_and_bad_requests(api: httpx.AsyncClient, headers: dict[str
     bad_name = await api.post(
         "/v1/uploads", json={"filename": "../x.jsonl", "purpose": "fine-tune", "bytes": 10}, headers=headers
     )
-    assert_error(bad_name, 422, "invalid_filename")
+    assert_error(bad_name, 400, "invalid_filename")
     huge = await api.post(
         "/v1/uploads", json={"filename": "x.jsonl", "purpose": "fine-tune", "bytes": 10**15}, headers=headers
     )

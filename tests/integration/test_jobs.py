@@ -173,7 +173,11 @@ async def test_fine_tune_through_the_openai_sdk(stack: Stack) -> None:
     final = await stack.sdk.fine_tuning.jobs.retrieve(job.id)
     assert final.fine_tuned_model == f"ft:{TINY}:{final.organization_id}:capitals:{job.id}"
     assert final.trained_tokens and final.trained_tokens > 0 and final.finished_at
-    assert files_under(Path(final.result_files[0]), "adapter_config.json")
+    assert files_under(Path(done["output_model_path"]), "adapter_config.json")
+    # OpenAI's step-metrics CSV, a file the SDK downloads.
+    results = (await stack.sdk.files.content(final.result_files[0])).text.splitlines()
+    assert results[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert len(results) > 1
 
     # The fine-tune is a model the client can name; other clients cannot see it.
     models = {m.id: m.model_dump() async for m in stack.sdk.models.list()}
@@ -334,11 +338,11 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     unknown = await create(model="acme/never-heard-of")
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
     too_many = await create(hyperparameters={"n_epochs": 1000})
-    assert too_many.status_code == 422 and "n_epochs" in too_many.json()["error"]["param"]
+    assert too_many.status_code == 400 and "n_epochs" in too_many.json()["error"]["param"]
     suffix = await create(suffix="no spaces allowed")
-    assert suffix.status_code == 422 and suffix.json()["error"]["param"] == "suffix"
+    assert suffix.status_code == 400 and suffix.json()["error"]["param"] == "suffix"
     both = await create(hyperparameters={"n_epochs": 1}, method={"type": "supervised"})
-    assert both.status_code == 422
+    assert both.status_code == 400
 
     # Another tenant sees none of it.
     _, other = await make_client(api, name="other")
@@ -358,14 +362,14 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     refused = await api.post(
         "/admin/base-models", json={"name": "meta/broken", "config": zero_heads}, headers=ADMIN
     )
-    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_model_config"
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_model_config"
     registered = await api.post(
         "/admin/base-models", json={"name": "meta/llama-70b", "config": config}, headers=ADMIN
     )
     assert registered.status_code == 201, registered.text
     assert registered.json()["parameters"] > 68e9
     huge = await create(model="meta/llama-70b", hyperparameters={"fine_tuning_method": "full"})
-    assert huge.status_code == 422 and huge.json()["error"]["code"] == "job_infeasible", huge.text
+    assert huge.status_code == 400 and huge.json()["error"]["code"] == "job_infeasible", huge.text
     assert "GiB" in huge.json()["error"]["message"]
     dry = await api.post(
         "/v1/fine_tuning/jobs/estimate",
@@ -376,8 +380,11 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
         },
         headers=headers,
     )
-    assert dry.status_code == 200 and dry.json()["fits"] is False
-    assert dry.json()["resources"]["memory_per_worker_bytes"] > 500 * 1024**3
+    assert dry.status_code == 200 and dry.json()["fits"] is False, dry.text
+    # The smallest layout the planner found (sharded over many workers) still needs GPUs this CPU
+    # cluster lacks: the reason and the layout say so.
+    assert dry.json()["resources"]["sharding"] == "fsdp" and dry.json()["resources"]["workers"] > 2
+    assert "fsdp" in dry.json()["reason"].lower(), dry.json()["reason"]
 
     ok = await api.post(
         "/v1/fine_tuning/jobs/estimate", json={"model": TINY, "training_file": file_id}, headers=headers
@@ -494,49 +501,3 @@ async def test_a_cancel_while_ray_is_unreachable_is_finished_by_the_tracker(
         assert state == "stopped" and done["status"] == "cancelled"
         messages = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=100)]
         assert "The Ray job could not be stopped yet; the tracker will stop it" in messages
-
-
-async def test_without_the_jobs_api_jobs_run_as_ray_actors(
-    tmp_path: Path, mongo_url: str, ray_cluster: str
-) -> None:
-    """The fallback: the Jobs API does not answer, so runs are detached actors; train, resume, cancel."""
-    from studio.backends.launchers import FallbackLauncher
-    from studio.backends.ray_actor_jobs import RayActorLauncher
-    from tests.servers import free_port
-
-    settings = make_settings(
-        tmp_path,
-        mongo_url=mongo_url,
-        tracker={"poll_interval_s": 0.5},
-        training={"checkpoint_every_steps": 4, "max_seq_len": 64},
-    )
-    launcher = FallbackLauncher(
-        RayJobLauncher(f"http://127.0.0.1:{free_port()}", timeout_s=2),  # nobody listens
-        RayActorLauncher(namespace=settings.ray.namespace),
-    )
-    async with jobs_stack(settings, ray_cluster, launcher=launcher) as ready:
-        file_id = await upload(ready, capitals())
-        job = await ready.sdk.fine_tuning.jobs.create(
-            model=TINY,
-            training_file=file_id,
-            hyperparameters=fast_lora(12, batch=2),  # type: ignore[arg-type]
-        )
-        running = await wait_for_job(ready, job.id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 8)
-        assert running["ray_job_id"].startswith("actor:") and running["resources"]["launcher"] == "actor"
-        process = training_process(str(settings.jobs_dir / job.id))
-        assert process is not None
-        os.kill(process.pid, signal.SIGKILL)  # the run dies: the next attempt resumes from its checkpoint
-        finished = ("succeeded", "failed", "cancelled")
-        done = await wait_for_job(ready, job.id, lambda j: j["status"] in finished)
-        assert done["status"] == "succeeded" and done["attempts"] == 2, done
-        events = [e.message async for e in ready.sdk.fine_tuning.jobs.list_events(job.id, limit=1000)]
-        assert any("Retrying from the checkpoint at step" in message for message in events), events
-
-        cancelled_job = await ready.sdk.fine_tuning.jobs.create(
-            model=TINY,
-            training_file=file_id,
-            hyperparameters=fast_lora(100, batch=1),  # type: ignore[arg-type]
-        )
-        running = await wait_for_job(ready, cancelled_job.id, lambda j: j["progress"]["step"] > 0)
-        await ready.sdk.fine_tuning.jobs.cancel(cancelled_job.id)
-        assert await state_after_running(launcher, running["ray_job_id"]) == "stopped"

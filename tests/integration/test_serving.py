@@ -7,6 +7,7 @@ chat with it, undeploy, and check the ingress replicas never restarted.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from typing import Any
@@ -14,7 +15,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types import Completion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.contract import vllm_shapes
+from tests.contract.strict import ERROR_OMITTED, ErrorBody, assert_openai_shape
 from tests.integration.conftest import ServeApp
 from tests.integration.test_jobs import TINY, capitals
 from tests.integration.test_jobs_serve import wait_for
@@ -23,11 +28,12 @@ pytestmark = pytest.mark.integration
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def ingress_replicas() -> set[str]:
-    """Return the actor ids of the live ingress replicas."""
+def ingress_replicas(address: str) -> set[str]:
+    """Return the actor ids of the live ingress replicas of the cluster whose dashboard is `address`
+    (named: other Ray clusters on the machine make the default lookup fail)."""
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.actor_id for a in actors if "StudioIngress" in (a.class_name or "")}
 
 
@@ -59,8 +65,58 @@ def chat(sdk: openai.OpenAI, model: str, **options: Any) -> str:
     return reply.choices[0].message.content or ""
 
 
-def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: httpx.Client) -> None:
-    before = ingress_replicas()
+def check_wire_shapes(http: httpx.Client, headers: dict[str, str]) -> None:
+    """The answers on the wire, strictly as the SDK's models (tests/contract), nulls included."""
+    body = {"model": TINY, "messages": QUESTION, "max_tokens": 4}
+    reply = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    shape = vllm_shapes.chat_completion()
+    assert_openai_shape(reply.json(), ChatCompletion, omitted=shape.omitted, extras=shape.extras)
+    choice = reply.json()["choices"][0]
+    assert choice["logprobs"] is None and choice["message"]["refusal"] is None
+    streamed = http.post("/v1/chat/completions", json={**body, "stream": True}, headers=headers)
+    chunks = [
+        json.loads(event.removeprefix("data: "))
+        for event in streamed.text.split("\n\n")
+        if event.startswith("data: {")
+    ]
+    assert len(chunks) >= 2 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
+    shape = vllm_shapes.chat_completion_chunk()
+    for chunk in chunks:
+        assert_openai_shape(chunk, ChatCompletionChunk, omitted=shape.omitted, extras=shape.extras)
+    text = http.post(
+        "/v1/completions", json={"model": TINY, "prompt": "Paris is", "max_tokens": 4}, headers=headers
+    )
+    assert text.status_code == 200, text.text
+    shape = vllm_shapes.text_completion()
+    assert_openai_shape(text.json(), Completion, omitted=shape.omitted, extras=shape.extras)
+
+
+def check_refusals(http: httpx.Client, headers: dict[str, str]) -> None:
+    """A model server's refusals: 400 naming the field and OpenAI's code, never to be retried."""
+    for body, param, code in (
+        ({"temperature": -1}, "temperature", "invalid_value"),
+        ({"n": "many"}, "n", "invalid_value"),
+        (
+            {"messages": [{"role": "user", "content": "word " * 2000}]},
+            "input_text",
+            "context_length_exceeded",
+        ),
+    ):
+        refused = http.post(
+            "/v1/chat/completions", json={"model": TINY, "messages": QUESTION, **body}, headers=headers
+        )
+        assert refused.status_code == 400, refused.text
+        assert_openai_shape(refused.json(), ErrorBody, omitted=ERROR_OMITTED)
+        error = refused.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code), error
+        assert refused.headers["x-should-retry"] == "false"
+
+
+def test_deploy_chat_attach_an_adapter_and_undeploy(
+    serve_app: ServeApp, http: httpx.Client, ray_cluster: str
+) -> None:
+    before = ingress_replicas(ray_cluster)
     key, headers = tenant(http, serve_app, "serving")
     sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0, timeout=300)
 
@@ -108,15 +164,17 @@ def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: h
     assert chunks and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == base_text
     completion = sdk.completions.create(model=TINY, prompt="The capital of France", max_tokens=5, stop=["."])
     assert completion.choices[0].finish_reason in ("length", "stop") and completion.usage
+    check_wire_shapes(http, headers)
     predicted = http.post(
         f"/inference/{TINY}/predict", json={"prompt": "Hello", "max_tokens": 4}, headers=headers
     )
     assert predicted.status_code == 200 and predicted.json()["model"] == TINY, predicted.text
 
     # Bad requests: each gets OpenAI's error shape with the right status; the server keeps serving.
-    with pytest.raises(openai.UnprocessableEntityError) as bad_value:
+    with pytest.raises(openai.BadRequestError) as bad_value:
         sdk.chat.completions.create(model=TINY, messages=QUESTION, temperature=-1)
     assert bad_value.value.body["param"] == "temperature"  # type: ignore[index]
+    check_refusals(http, headers)
     with pytest.raises(openai.BadRequestError):
         sdk.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "word " * 2000}])
     with pytest.raises(openai.NotFoundError):
@@ -130,6 +188,9 @@ def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: h
     assert not_yet["deployment"] is None
     with pytest.raises(openai.ConflictError):
         chat(sdk, tuned)
+    conflict = http.post("/v1/chat/completions", json={"model": tuned, "messages": QUESTION}, headers=headers)
+    assert conflict.json()["error"]["code"] == "model_not_deployed", conflict.text
+    assert conflict.headers["x-should-retry"] == "false"  # the SDK would retry a bare 409
     started = time.monotonic()
     attached = http.post("/inference/deploy/fine_tuned", json={"fine_tuned_model": tuned}, headers=headers)
     assert attached.status_code == 201, attached.text
@@ -167,7 +228,7 @@ def test_deploy_chat_attach_an_adapter_and_undeploy(serve_app: ServeApp, http: h
         chat(sdk, TINY)
     assert http.get("/v1/deployments", headers=headers).json()["data"] == []
 
-    assert ingress_replicas() == before  # the ingress never restarted
+    assert ingress_replicas(ray_cluster) == before  # the ingress never restarted
 
 
 def test_a_model_that_cannot_load_fails_with_the_reason(serve_app: ServeApp, http: httpx.Client) -> None:

@@ -298,7 +298,7 @@ async def record_finished_job(settings: Settings, *, client_id: str, tuned: str,
     await store.jobs.insert(Job(
         id="ftjob-k8s", client_id=client_id, model=TINY, training_file="file-x", validation_file=None,
         status="succeeded", hyperparameters=hyper, suffix="paris", seed=0, fine_tuned_model=tuned,
-        result_files=[str(final)], created_at=now, finished_at=now,
+        output_model_path=str(final), created_at=now, finished_at=now,
     ))  # fmt: skip
     await store.close()
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from studio.app.builtin_models import builtin_models
 from studio.backends.ray_cluster import summarize
 from studio.config import TrainingSettings
 from studio.domain.dataset_stats import DatasetStats, Distribution
-from studio.domain.estimate import GIB, shape_from_config
+from studio.domain.estimate import GIB, Device, TrainingPlan, estimate, shape_from_config
 from studio.domain.jobs import auto_batch_size, auto_epochs, classify_exit, learning_rate
 from studio.domain.training_events import describe, parse_events
 from studio.schemas.base_models import BaseModelEntry
-from studio.schemas.jobs import ClusterResources, GpuPool, HyperparametersIn
+from studio.schemas.jobs import (
+    DEFAULT_DPO_BETA,
+    ClusterResources,
+    DpoHyperparametersIn,
+    GpuPool,
+    HyperparametersIn,
+)
 from studio.services.job_planning import decide_hyperparameters, plan_job
 
 LLAMA_8B = {
@@ -134,6 +144,50 @@ def test_gpu_jobs_are_sized_on_the_clusters_accelerators() -> None:
         settings=settings,
     )
     assert one.fits and one.resources.workers == 1 and one.trainable_parameters < one.total_parameters / 100
+
+
+def test_dpo_hyperparameters_decide_beta_and_mark_the_method() -> None:
+    auto = decide_hyperparameters(DpoHyperparametersIn(), stats(64))
+    assert auto.method_type == "dpo" and auto.beta == DEFAULT_DPO_BETA == 0.1
+    assert auto.n_epochs == auto_epochs(64) and auto.batch_size == auto_batch_size(64)
+    given = decide_hyperparameters(DpoHyperparametersIn(beta=0.5, fine_tuning_method="full"), stats(64))
+    assert given.beta == 0.5 and given.fine_tuning_method == "full"
+    supervised = decide_hyperparameters(HyperparametersIn(), stats(64))
+    assert supervised.method_type == "supervised" and supervised.beta is None
+
+
+def test_dpo_estimates_two_sequences_a_row_and_a_reference_forward() -> None:
+    shape = shape_from_config(LLAMA_8B)
+    h100 = Device("H100", 80 * GIB, 989.0)
+    epochs = 2
+    for method in ("lora", "full"):
+        plan = TrainingPlan(
+            method=method,
+            precision="bf16",
+            sequence_length=1024,
+            batch_size=8,
+            dataset_tokens=10**6,
+            epochs=epochs,
+        )
+        sft = estimate(shape, plan, h100)
+        dpo = estimate(shape, replace(plan, objective="dpo"), h100)
+        # Both outputs of a row are in a step's activations, and every token is trained twice.
+        assert dpo.activation_bytes == 2 * sft.activation_bytes
+        assert dpo.tokens_to_train == 2 * sft.tokens_to_train
+        # No frozen copy: the reference costs no weights (LoRA disables its adapter, full precomputes).
+        assert dpo.training_state_bytes == sft.training_state_bytes
+        if method == "lora":
+            assert dpo.memory_per_worker_bytes == sft.memory_per_worker_bytes + sft.activation_bytes
+        else:  # sharded over at least as many GPUs
+            assert dpo.workers >= sft.workers
+        # Compute: 2 x the policy's, plus a forward of the reference (2 FLOPs a parameter and token),
+        # every epoch for LoRA, once before training for a full fine-tune.
+        per_token = 4 if method == "lora" else 6
+        reference_passes = epochs if method == "lora" else 1
+        ratio = 2 * (1 + 2 * reference_passes / (per_token * epochs))
+        # GPU-seconds: a full fine-tune with twice the activations may shard over more GPUs.
+        gpu_seconds = sft.wall_time_s * sft.workers
+        assert dpo.wall_time_s * dpo.workers == pytest.approx(gpu_seconds * ratio, rel=1e-9)
 
 
 def test_ray_resources_are_summarized_by_accelerator_type() -> None:

@@ -8,10 +8,15 @@ from typing import Any
 import pytest
 
 from studio.backends import k8s_manifests as m
+from studio.backends.k8s_servers import KubernetesModelServers
 from studio.backends.kubernetes import deployment_state
+from studio.backends.serve_models import ServeModelServers
 from studio.config import K8sSettings, load_settings
 from studio.domain import k8s_names
+from studio.domain.deployments import Target
 from studio.errors import InvalidInput
+from studio.schemas.deployments import Deployment, EngineOptions
+from studio.serving.engine import engine_args
 from tests.k8s_fake import SchemaError, validate_manifest
 
 SETTINGS = K8sSettings(
@@ -123,6 +128,11 @@ def test_quantities_parse(text: str, amount: str) -> None:
         ({"max_lora_rank": 16}, "max_lora_rank"),
         ({"served_model_name": "has space"}, "served_model_name"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"gpus": 2, "tensor_parallel_size": 4}, "tensor_parallel_size"),
+        ({"gpus": 4, "tensor_parallel_size": 2, "pipeline_parallel_size": 1}, "tensor_parallel_size"),
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"gpus": 0, "pipeline_parallel_size": 2}, "pipeline_parallel_size"),
+        ({"gpus": 0, "quantization": "fp8"}, "quantization"),
     ],
 )
 def test_invalid_input_is_refused_before_rendering_naming_the_field(
@@ -199,6 +209,63 @@ def test_lora_flags_only_for_fine_tunes() -> None:
     assert "--enable-lora" not in container(rendered())["args"]
     args = container(rendered(enable_lora=True, max_lora_rank=32))["args"]
     assert args[args.index("--enable-lora") + 1 :][:2] == ["--max-lora-rank", "32"]
+
+
+def _flag(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def _record(*, target: Target, num_gpus: float, tp: int, pp: int) -> Deployment:
+    """A deployment as the service stores it once planned (sizes resolved)."""
+    return Deployment(
+        id="dep-1", model="meta-llama/Llama-3.1-8B", kind="base", base_model="meta-llama/Llama-3.1-8B",
+        placement="server", target=target, status="deploying", app_name="llama-8b", min_replicas=1,
+        max_replicas=1, target_ongoing_requests=8, num_cpus=4, num_gpus=num_gpus,
+        engine=EngineOptions(tensor_parallel_size=tp, pipeline_parallel_size=pp), client_id="client-acme",
+        model_source="meta-llama/Llama-3.1-8B", created_at=1, updated_at=1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("num_gpus", "tp", "pp"), [(2, 2, 1), (4, 2, 2), (1, 1, 1)])
+async def test_both_targets_run_the_same_engine_split_for_the_same_request(
+    num_gpus: int, tp: int, pp: int
+) -> None:
+    kubernetes = KubernetesModelServers(SETTINGS)
+    try:
+        server = kubernetes.spec(_record(target="kubernetes", num_gpus=num_gpus, tp=tp, pp=pp))
+    finally:
+        await kubernetes.close()
+    manifests = m.render(server, settings=SETTINGS, namespace="mini-studio")
+    for obj in (manifests.deployment, manifests.service, manifests.pvc, manifests.scaled_object):
+        validate_manifest(m.wire(obj))
+    c = container(manifests)
+    # One pod holds every worker's GPU; vLLM splits the engine over them (its multiprocessing executor).
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == str(num_gpus)
+    assert _flag(c["args"], "--tensor-parallel-size") == (str(tp) if tp > 1 else None)
+    assert _flag(c["args"], "--pipeline-parallel-size") == (str(pp) if pp > 1 else None)
+    serve = ServeModelServers(scratch_dir="/tmp/s", models_dir=None, timeout_s=5)
+    args = engine_args(serve.spec(_record(target="serve", num_gpus=num_gpus, tp=tp, pp=pp)))
+    assert (args["tensor_parallel_size"], args["pipeline_parallel_size"]) == (tp, pp)
+
+
+def test_parallel_flags_defaults_and_cpu_workers() -> None:
+    # No sizes given (records from before planning): every GPU of the pod is a tensor-parallel worker.
+    assert _flag(container(rendered(gpus=4))["args"], "--tensor-parallel-size") == "4"
+    assert (
+        _flag(container(rendered(gpus=4, pipeline_parallel_size=2))["args"], "--tensor-parallel-size") == "2"
+    )
+    # CPU tensor parallel: worker processes with unbound OpenMP threads (a pod has one NUMA node).
+    cpu = rendered(gpus=0, cpu_limit=None, tensor_parallel_size=2)
+    validate_manifest(m.wire(cpu.deployment))
+    c = container(cpu)
+    assert _flag(c["args"], "--tensor-parallel-size") == "2" and "nvidia.com/gpu" not in str(c["resources"])
+    assert {"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"} in c["env"]
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in str(container(rendered(gpus=0, cpu_limit=None))["env"])
+    # The caller's env wins over the defaults (one entry per name).
+    own = container(rendered(env={"HF_HOME": "/elsewhere"}))["env"]
+    assert [e for e in own if e["name"] == "HF_HOME"] == [{"name": "HF_HOME", "value": "/elsewhere"}]
+    fp8 = container(rendered(quantization="fp8", kv_cache_dtype="fp8"))["args"]
+    assert _flag(fp8, "--quantization") == "fp8" and _flag(fp8, "--kv-cache-dtype") == "fp8"
 
 
 def test_service_pvc_and_labels() -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from studio.api.deps import DatasetsDep, PrincipalDep
 from studio.api.multipart import MultipartUpload
+from studio.api.routes.files import declared_file_bytes
 from studio.schemas.common import Page
 from studio.schemas.datasets import DatasetPreview, DatasetPublic, ListOrder
 
@@ -18,7 +19,12 @@ router = APIRouter(prefix="/fine_tuning", tags=["datasets"])
 async def upload_dataset(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> DatasetPublic:
     """Multipart `file` (`purpose` optional, `fine-tune`; `base_model` optional: its tokenizer counts)."""
     form = MultipartUpload(request, file_field="file")
-    staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
+    staged = await datasets.receive(
+        client_id=principal.client.id,
+        chunks=form.file_chunks(),
+        limits=principal.client.limits,
+        at_least_bytes=declared_file_bytes(request),
+    )
     purpose = form.fields.get("purpose", "fine-tune")
     model = form.fields.get("base_model") or form.fields.get("model")
     return DatasetPublic.of(

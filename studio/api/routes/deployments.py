@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from studio.api.deps import DeploymentsDep, PrincipalDep
+from studio.api.idempotency import IdempotentDep
 from studio.schemas.deployments import DeploymentCreate, DeploymentList, DeploymentPublic
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
 seed_router = APIRouter(prefix="/inference", tags=["deployments"])
 
 
-@router.post("/deployments", status_code=201)
+@router.post("/deployments", status_code=201, response_model=DeploymentPublic)
 async def create_deployment(
-    body: DeploymentCreate, principal: PrincipalDep, deployments: DeploymentsDep
-) -> DeploymentPublic:
-    return DeploymentPublic.of(await deployments.create(principal.client, body))
+    body: DeploymentCreate, principal: PrincipalDep, deployments: DeploymentsDep, once: IdempotentDep
+) -> Response:
+    """Deploy a model (`Idempotency-Key`: once per key)."""
+
+    async def create() -> DeploymentPublic:
+        return DeploymentPublic.of(await deployments.create(principal.client, body))
+
+    return await once(create, status_code=201)
 
 
 @router.get("/deployments")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from studio.api.deps import DatasetsDep, PrincipalDep
+from studio.api.middleware import MULTIPART_OVERHEAD_BYTES
 from studio.api.multipart import MultipartUpload
 from studio.schemas.common import Page
 from studio.schemas.datasets import DatasetPreview, FileDeleted, FilePublic, ListOrder
@@ -34,6 +35,17 @@ def attachment_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
+def declared_file_bytes(request: Request) -> int:
+    """Return the fewest bytes the file part of a multipart body can hold, from its Content-Length.
+
+    The form's other fields and framing take `MULTIPART_OVERHEAD_BYTES` at most, so a body declaring more
+    than that carries a file of at least the rest: a write that cannot fit the client's storage quota or
+    the disk is refused before its first byte. 0 when the length is not declared (chunked).
+    """
+    declared = request.headers.get("content-length", "")
+    return max(0, int(declared) - MULTIPART_OVERHEAD_BYTES) if declared.isdigit() else 0
+
+
 @router.post("/files")
 async def create_file(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> FilePublic:
     """Multipart `file` + `purpose=fine-tune` (+ optional `model`: count tokens with its tokenizer).
@@ -41,7 +53,12 @@ async def create_file(request: Request, principal: PrincipalDep, datasets: Datas
     Small files come back validated; big ones `uploaded`.
     """
     form = MultipartUpload(request, file_field="file")
-    staged = await datasets.receive(client_id=principal.client.id, chunks=form.file_chunks())
+    staged = await datasets.receive(
+        client_id=principal.client.id,
+        chunks=form.file_chunks(),
+        limits=principal.client.limits,
+        at_least_bytes=declared_file_bytes(request),
+    )
     dataset = await datasets.ingest(
         staged,
         filename=form.filename,

@@ -7,12 +7,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from studio.api.deps import JobsDep, PrincipalDep, StreamsDep
+from studio.api.idempotency import IdempotentDep
 from studio.api.sse import SseMessage, sse_stream
 from studio.errors import InvalidInput
+from studio.schemas.clients import Principal
 from studio.schemas.common import Page
 from studio.schemas.jobs import (
     CheckpointPublic,
@@ -23,6 +25,7 @@ from studio.schemas.jobs import (
     JobPublic,
     SeedJobCreate,
 )
+from studio.services.jobs import JobService
 
 router = APIRouter(prefix="/v1", tags=["fine-tuning"])
 seed_router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning"])
@@ -43,14 +46,23 @@ def _metadata_filter(request: Request) -> dict[str, str]:
     return found
 
 
-@router.post("/fine_tuning/jobs")
-async def create_job(body: JobCreate, principal: PrincipalDep, jobs: JobsDep) -> JobPublic:
-    return JobPublic.of(await jobs.create(principal.client, body))
+@router.post("/fine_tuning/jobs", response_model=JobPublic)
+async def create_job(
+    body: JobCreate, principal: PrincipalDep, jobs: JobsDep, once: IdempotentDep
+) -> Response:
+    """Create a job (`Idempotency-Key`: once per key)."""
+    return await once(lambda: _created(jobs, principal, body))
 
 
-@seed_router.post("/submit-finetune", status_code=201)
-async def submit_finetune(body: SeedJobCreate, principal: PrincipalDep, jobs: JobsDep) -> JobPublic:
+@seed_router.post("/submit-finetune", status_code=201, response_model=JobPublic)
+async def submit_finetune(
+    body: SeedJobCreate, principal: PrincipalDep, jobs: JobsDep, once: IdempotentDep
+) -> Response:
     """The original design's path: the same job, `base_model`/`dataset_id` accepted as well."""
+    return await once(lambda: _created(jobs, principal, body), status_code=201)
+
+
+async def _created(jobs: JobService, principal: Principal, body: JobCreate) -> JobPublic:
     return JobPublic.of(await jobs.create(principal.client, body))
 
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from studio.api.deps import PrincipalDep, UploadsDep
+from studio.api.idempotency import IdempotentDep
 from studio.api.multipart import MultipartUpload
+from studio.api.routes.files import declared_file_bytes
 from studio.schemas.datasets import FilePublic, UploadComplete, UploadCreate, UploadPartPublic, UploadPublic
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
-@router.post("")
-async def create_upload(body: UploadCreate, principal: PrincipalDep, uploads: UploadsDep) -> UploadPublic:
-    return UploadPublic.of(await uploads.create(client_id=principal.client.id, data=body))
+@router.post("", response_model=UploadPublic)
+async def create_upload(
+    body: UploadCreate, principal: PrincipalDep, uploads: UploadsDep, once: IdempotentDep
+) -> Response:
+    """Start an upload (`Idempotency-Key`: once per key)."""
+
+    async def create() -> UploadPublic:
+        limits = principal.client.limits
+        return UploadPublic.of(await uploads.create(client_id=principal.client.id, data=body, limits=limits))
+
+    return await once(create)
 
 
 @router.post("/{upload_id}/parts")
@@ -23,7 +33,10 @@ async def add_part(
     """Multipart `data`: one part of at most the part limit (64 MiB by default)."""
     form = MultipartUpload(request, file_field="data")
     part = await uploads.add_part(
-        client_id=principal.client.id, upload_id=upload_id, chunks=form.file_chunks()
+        client_id=principal.client.id,
+        upload_id=upload_id,
+        chunks=form.file_chunks(),
+        at_least_bytes=declared_file_bytes(request),
     )
     return UploadPartPublic.of(part)
 
