@@ -29,7 +29,7 @@ import psutil
 import ray
 from ray.job_submission import JobSubmissionClient
 
-from studio.app.job_tracker import training_launcher
+from studio.app.job_tracker import jobs_api_address, training_launcher
 from studio.backends.ray_actor_jobs import actor_name
 from studio.config import Settings
 from tests.conftest import make_settings
@@ -153,11 +153,12 @@ async def run(scenario: str, *, mongo_url: str, tmp: Path) -> None:
         tmp,
         mongo_url=mongo_url,
         tracker={"poll_interval_s": 0.5},
-        training={"checkpoint_every_steps": 4, "max_seq_len": 64, "jobs_api_timeout_s": 5},
+        # A Jobs API slow to answer on a loaded machine must not send the first job to the fallback.
+        training={"checkpoint_every_steps": 4, "max_seq_len": 64, "jobs_api_timeout_s": 30},
         ray={"actor_timeout_s": 10},
     )
     if dashboard:  # the first job must start through the Jobs API: wait until it answers
-        await jobs_api_ready(f"http://127.0.0.1:{dashboard_port}")
+        await jobs_api_ready(jobs_api_address(settings))
     launcher = training_launcher(settings)  # what the tracker builds: `auto`, this cluster's Jobs API
     steps: dict[str, Callable[[Stack], Awaitable[None]]] = {
         "no_dashboard": lambda stack: no_dashboard(stack, settings),
