@@ -10,7 +10,8 @@ Two private Ray clusters in turn, each running Mini Studio on embedded defaults 
 2. without a dashboard, so jobs run as Ray actors (the fallback). Alternately: (a) a bare detached
    actor with one CPU that starts a sleeping process, timed until its constructor returned; (b) the
    same API call, timed until the run's actor reports its process running.
-Each run is stopped before the next round so both find a free CPU. Goal: (b) <= 1.2 x (a), medians.
+Each run is stopped (and an actor run's actor gone) before the next round, so both find a free CPU.
+Goal for the Jobs API: (b) <= 1.2 x (a), medians; the actor side is printed beside its bare call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import statistics
 import subprocess
@@ -30,9 +32,8 @@ import ray
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from bench.common import running_studio
-from studio.backends.ray_actor_jobs import RayActorLauncher
+from studio.backends.ray_actor_jobs import RayActorLauncher, actor_name
 from studio.errors import NotFound
-from tests.helpers import ENDED
 
 POLL_S = 0.01
 ROWS = [
@@ -130,6 +131,17 @@ def wait_actor(launcher: RayActorLauncher, launch_id: str, wanted: set[str], tim
     asyncio.run(poll())
 
 
+def wait_gone(launcher: RayActorLauncher, launch_id: str, timeout_s: float = 120) -> None:
+    async def poll() -> None:
+        async with asyncio.timeout(timeout_s):
+            for _ in itertools.count():
+                if not await launcher.has_run(actor_name(launch_id)):
+                    return
+                await asyncio.sleep(0.1)
+
+    asyncio.run(poll())
+
+
 def upload(http: httpx.Client) -> str:
     body = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
     created = http.post("/v1/files", files={"file": ("bench.jsonl", body)}, data={"purpose": "fine-tune"})
@@ -173,7 +185,8 @@ def through_actors(rounds: int) -> tuple[list[float], list[float]]:
                     http,
                     file_id,
                     wait_running=lambda launch_id: wait_actor(launcher, launch_id, {"running"}),
-                    wait_ended=lambda launch_id: wait_actor(launcher, launch_id, ENDED),
+                    # ended, and its actor gone: the next round finds the CPU free
+                    wait_ended=lambda launch_id: wait_gone(launcher, launch_id),
                 )
                 newest = http.get("/v1/fine_tuning/jobs?limit=1").json()["data"][0]
                 assert newest["resources"]["launcher"] == "actor", newest
@@ -188,7 +201,7 @@ def through_actors(rounds: int) -> tuple[list[float], list[float]]:
     return bare, through_api
 
 
-def report(title: str, rows: list[tuple[str, list[float]]]) -> None:
+def report(title: str, rows: list[tuple[str, list[float]]], *, goal: str = "") -> None:
     print(title)
     medians = []
     for name, values in rows:
@@ -196,7 +209,7 @@ def report(title: str, rows: list[tuple[str, list[float]]]) -> None:
         medians.append(median)
         each = ", ".join(f"{x * 1000:.0f}" for x in values)
         print(f"  {name:46s} median {median:8.1f} ms  ({each})")
-    print(f"  ratio {medians[1] / medians[0]:.2f}x (goal <= 1.2x)")
+    print(f"  ratio {medians[1] / medians[0]:.2f}x{goal}")
 
 
 def main() -> None:
@@ -212,6 +225,7 @@ def main() -> None:
             ("bare JobSubmissionClient submit -> RUNNING", jobs_bare),
             ("POST /v1/fine_tuning/jobs -> RUNNING", jobs_api),
         ],
+        goal=" (goal <= 1.2x)",
     )
     report(
         "actor launcher (cluster without a dashboard)",

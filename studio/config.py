@@ -309,6 +309,15 @@ class TrackerSettings(BaseModel):
         le=600,
         description="Each ingress replica checks this often that the tracker runs, and starts it if not.",
     )
+    min_round_interval_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description=(
+            "Rounds start at most this often: wake-ups within it (a burst of creates) are served by one "
+            "round, so the database is not kept busy by the tracker while a queue is being filled."
+        ),
+    )
     max_pending_launches: int = Field(
         default=2,
         ge=1,

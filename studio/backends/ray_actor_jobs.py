@@ -8,10 +8,10 @@ stderr in `<Ray session logs>/studio-runs/<submission id>.log` on the actor's no
 
 Lifetime: the actor outlives its process, so the run's status and log stay readable until the tracker
 has read its end and calls `release`; it holds the run's resources meanwhile, so it also exits by itself
-`idle_ttl_s` (10 minutes) after the process ended, 30 s after a stopped one. `stop` ends the process
-(SIGTERM, then SIGKILL of its process group after `stop_wait_s`), not the actor. Killing the actor
-(`release`, `ray.kill`, its node lost) kills the process group too, as the Jobs API's supervisor does,
-and the run becomes NotFound.
+`idle_ttl_s` (10 minutes) after the process ended, 10 s after a stopped one (whose end nobody reads: its
+CPUs and GPUs go to the next run). `stop` ends the process (SIGTERM, then SIGKILL of its process group
+after `stop_wait_s`), not the actor. Killing the actor (`release`, `ray.kill`, its node lost) kills the
+process group too, as the Jobs API's supervisor does, and the run becomes NotFound.
 
 Launch ids are `actor:<submission id>`, so a caller holding one knows which launcher follows it.
 """
@@ -49,7 +49,7 @@ STOP_WAIT_S = float(JOB_ENV["RAY_JOB_STOP_WAIT_TIME_S"])
 # An ended run's actor still holds its CPUs and GPUs: the tracker releases it once it has read the end;
 # these bound how long it can linger when nobody does (a stopped run's end matters to no one).
 IDLE_TTL_S = 600.0
-STOPPED_TTL_S = 30.0
+STOPPED_TTL_S = 10.0
 LOG_CHUNK_BYTES = 4 << 20
 # The directory holding the `studio` package: the process's cwd and first PYTHONPATH entry.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]

@@ -156,6 +156,7 @@ class JobRunner:
     async def run(self) -> None:
         """Run rounds until `stop`; a failing round is logged and the next one tries again."""
         while not self._stopping:
+            started = time.monotonic()
             try:
                 await self.round()
             except StudioError as exc:  # the store or Ray unreachable: wait and try again
@@ -165,6 +166,10 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._tracker.poll_interval_s):
                     await self._wake.wait()
+            # Wake-ups arriving faster than rounds are useful share the next one.
+            rest = self._tracker.min_round_interval_s - (time.monotonic() - started)
+            if rest > 0 and not self._stopping:
+                await asyncio.sleep(rest)
             self._wake.clear()
 
     async def round(self) -> RoundStats:
