@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from studio.backends.log_files import slice_range
 from studio.errors import NotFound
-from studio.schemas.jobs import LaunchState, LaunchStatus
+from studio.schemas.jobs import ClusterResources, LaunchState, LaunchStatus
 
 
 @dataclass
@@ -64,3 +64,28 @@ class RecordingLauncher:
     def job_ids(self) -> list[str]:
         """Return the studio job ids submitted, in order."""
         return [s.metadata["studio_job_id"] for s in self.submitted]
+
+
+GIB = 1024**3
+
+
+@dataclass
+class FixedCluster:
+    """A `ClusterInfo` of one idle CPU node with `cpus` cores and `memory_gib` GiB."""
+
+    cpus: int = 16
+    memory_gib: int = 64
+
+    async def resources(self) -> ClusterResources:
+        memory = self.memory_gib * GIB
+        return ClusterResources(
+            nodes=1, cpus_total=self.cpus, cpus_free=self.cpus, gpus_total=0, gpus_free=0, gpus_by_type={},
+            memory_total_bytes=memory, memory_free_bytes=memory, largest_node_memory_bytes=memory,
+        )  # fmt: skip
+
+
+class SilentTracker:
+    """A `JobNotifier` with no tracker behind it: jobs stay where the API put them."""
+
+    async def wake(self, client_id: str | None = None) -> None:
+        return None

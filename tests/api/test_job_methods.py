@@ -18,16 +18,14 @@ import pytest
 from studio.api.errors import STATUS_OF
 from studio.config import Settings
 from studio.errors import InvalidInput
-from studio.schemas.jobs import ClusterResources
 from studio.services.jobs import Compute
 from studio.training import TINY_MODEL_NAME
 from tests.api.conftest import new_client, running_api
 from tests.api.datasets_data import chat_rows, jsonl
 from tests.api.test_auth import assert_error
 from tests.api.test_datasets import sdk
-from tests.fakes import RecordingLauncher
+from tests.fakes import FixedCluster, RecordingLauncher, SilentTracker
 
-GIB = 1024**3
 INVALID_INPUT_STATUS = STATUS_OF[InvalidInput][0]
 
 
@@ -42,26 +40,11 @@ def preference_rows(count: int) -> list[dict[str, object]]:
     ]
 
 
-class TwoCpuCluster:
-    """A `ClusterInfo` of one idle node with 2 CPUs and 16 GiB."""
-
-    async def resources(self) -> ClusterResources:
-        return ClusterResources(
-            nodes=1, cpus_total=2, cpus_free=2, gpus_total=0, gpus_free=0, gpus_by_type={},
-            memory_total_bytes=16 * GIB, memory_free_bytes=16 * GIB, largest_node_memory_bytes=16 * GIB,
-        )  # fmt: skip
-
-
-class NoTracker:
-    """A `JobNotifier` with no tracker to wake."""
-
-    async def wake(self, client_id: str | None = None) -> None:
-        return None
-
-
 @pytest.fixture
 async def api_with_compute(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    compute = Compute(launcher=RecordingLauncher(), cluster=TwoCpuCluster(), notifier=NoTracker())
+    compute = Compute(
+        launcher=RecordingLauncher(), cluster=FixedCluster(cpus=2, memory_gib=16), notifier=SilentTracker()
+    )
     async with running_api(settings, compute=compute) as client:
         yield client
 

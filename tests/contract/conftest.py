@@ -15,33 +15,14 @@ import pytest
 from fastapi import FastAPI
 
 from studio.config import Settings
-from studio.schemas.jobs import ClusterResources
 from studio.services.jobs import Compute
 from studio.stores.mongo import MongoStore
 from tests.api.conftest import new_client, started_app
 from tests.api.datasets_data import chat_rows, jsonl
 from tests.conftest import S3Endpoint, make_settings
-from tests.fakes import RecordingLauncher
+from tests.fakes import FixedCluster, RecordingLauncher, SilentTracker
 
 TINY = "mini-studio/tiny-llama"
-GIB = 1024**3
-
-
-class FixedCluster:
-    """A `ClusterInfo` for one idle 16-core CPU node."""
-
-    async def resources(self) -> ClusterResources:
-        return ClusterResources(
-            nodes=1, cpus_total=16, cpus_free=16, gpus_total=0, gpus_free=0, gpus_by_type={},
-            memory_total_bytes=64 * GIB, memory_free_bytes=64 * GIB, largest_node_memory_bytes=64 * GIB,
-        )  # fmt: skip
-
-
-class SilentTracker:
-    """A `JobNotifier` with no tracker behind it: jobs stay where the API put them."""
-
-    async def wake(self, client_id: str | None = None) -> None:
-        return None
 
 
 @dataclass
