@@ -140,6 +140,7 @@ async def open_services(
             base_models=base_models,
             compute=compute,
             settings=settings.training,
+            storage=storage,
         )
         if model_servers is not None:
             stack.push_async_callback(model_servers.close)

@@ -46,6 +46,7 @@ from studio.services.base_models import BaseModelService
 from studio.services.job_journal import JobJournal
 from studio.services.job_planning import decide_hyperparameters, plan_job
 from studio.services.memo import Memo
+from studio.services.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class JobService:
         base_models: BaseModelService,
         compute: Compute | None,
         settings: TrainingSettings,
+        storage: StorageGuard | None = None,
     ) -> None:
         self._jobs = jobs
         self._journal = journal
@@ -90,6 +92,7 @@ class JobService:
         self._models = base_models
         self._compute = compute
         self._settings = settings
+        self._storage = storage
         self._ready_files: Memo[tuple[str, str], Dataset] = Memo(ttl_s=CREATE_MEMO_S)
         self._waiting: Memo[str, int] = Memo(ttl_s=CREATE_MEMO_S)
 
@@ -173,12 +176,15 @@ class JobService:
         """Create a job, `queued` (its files are ready: `plan` refuses a file still being validated).
 
         Raises:
-            InvalidInput: (422) the job can never run on this cluster; the message has the estimate.
+            InvalidInput: (400) the job can never run on this cluster; the message has the estimate.
+            InsufficientStorage: (507) the data disk is under its free-space floor.
             Forbidden: the client may run no jobs at all. QuotaExceeded: (429) `max_queued_jobs`
             reached. Plus everything `plan` raises.
         """
         if client.limits.max_concurrent_jobs == 0:
             raise Forbidden("this client may not run fine-tuning jobs", code="jobs_not_allowed")
+        if self._storage is not None:  # a job writes its config, checkpoints and model to the data disk
+            await self._storage.check_disk()
         cap = client.limits.max_queued_jobs
         waiting = self._waiting.get(client.id)
         if waiting is None or waiting >= cap:  # a refusal is never made on a remembered count

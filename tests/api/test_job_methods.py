@@ -155,3 +155,21 @@ async def test_the_sdk_sees_the_refusal_as_its_error_with_the_param(
     assert refused.value.status_code == INVALID_INPUT_STATUS
     assert refused.value.body["param"] == "training_file"  # type: ignore[index]
     assert refused.value.body["code"] == "file_format_mismatch"  # type: ignore[index]
+
+
+async def test_a_job_create_gets_507_while_the_data_disk_is_under_its_floor(
+    settings: Settings,
+    api_with_compute: httpx.AsyncClient,
+    files: tuple[dict[str, str], dict[str, str]],
+) -> None:
+    headers, ids = files
+    request = {"model": TINY_MODEL_NAME, "training_file": ids["chat"]}
+    settings.storage.min_free_bytes = 1 << 60  # above any disk's free space
+    refused = await api_with_compute.post("/v1/fine_tuning/jobs", json=request, headers=headers)
+    assert refused.status_code == 507, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_storage" and refused.headers["retry-after"]
+    listed = await api_with_compute.get("/v1/fine_tuning/jobs", headers=headers)
+    assert listed.json()["data"] == []
+    settings.storage.min_free_bytes = 0
+    created = await api_with_compute.post("/v1/fine_tuning/jobs", json=request, headers=headers)
+    assert created.status_code == 200, created.text
