@@ -95,6 +95,15 @@ class MethodIn(BaseModel):
         return (self.supervised or SupervisedMethod()).hyperparameters
 
 
+class WandbIntegrationIn(BaseModel):
+    """OpenAI's `integrations[]` entry for Weights & Biases (read, so a refusal can name it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["wandb"]
+    wandb: dict[str, Any]
+
+
 class JobCreate(BaseModel):
     """Body of `POST /v1/fine_tuning/jobs` (and of the original `/fine_tuning/submit-finetune`)."""
 
@@ -108,6 +117,7 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(default=None, max_length=40)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
+    integrations: list[WandbIntegrationIn] | None = Field(default=None, max_length=10)
     priority: int = Field(
         default=0,
         ge=MIN_PRIORITY,

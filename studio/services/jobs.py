@@ -151,6 +151,13 @@ class JobService:
     async def _plan(self, client: Client, body: JobCreate) -> tuple[JobEstimate, list[Dataset]]:
         compute = self._require_compute()
         check_suffix(body.suffix)
+        if body.integrations:
+            raise InvalidInput(
+                "Weights & Biases integration is not available in this Mini Studio yet: remove "
+                "`integrations` (every step's metrics are in the job's events and its results file)",
+                param="integrations",
+                code="integration_not_supported",
+            )
         model = await self._models.for_client(client, body.model)
         files = [await self._dataset(client.id, body.training_file, "training_file")]
         if body.validation_file is not None:

@@ -173,3 +173,19 @@ async def test_a_job_create_gets_507_while_the_data_disk_is_under_its_floor(
     settings.storage.min_free_bytes = 0
     created = await api_with_compute.post("/v1/fine_tuning/jobs", json=request, headers=headers)
     assert created.status_code == 200, created.text
+
+
+async def test_integrations_are_refused_naming_them_until_they_are_supported(
+    api_with_compute: httpx.AsyncClient, files: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    headers, ids = files
+    wandb = [{"type": "wandb", "wandb": {"project": "sweeps"}}]
+    for path in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/estimate"):
+        request = {"model": TINY_MODEL_NAME, "training_file": ids["chat"], "integrations": wandb}
+        refused = await api_with_compute.post(path, json=request, headers=headers)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["param"]) == ("integration_not_supported", "integrations")
+        assert refused.headers["x-should-retry"] == "false"
+    listed = await api_with_compute.get("/v1/fine_tuning/jobs", headers=headers)
+    assert listed.json()["data"] == []
