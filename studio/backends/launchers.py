@@ -17,6 +17,7 @@ round while a hung dashboard restarts).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -29,6 +30,7 @@ from studio.errors import Unavailable
 from studio.schemas.jobs import LaunchStatus
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 JOBS_API_RETRY_S = 30.0
 
@@ -100,9 +102,10 @@ class FallbackLauncher:
         if self._mode != "actor":
             try:
                 return await self._jobs_api(through)  # adopts a Ray job of the same id
-            except Unavailable:
+            except Unavailable as exc:
                 if self._mode == "jobs_api":
                     raise
+                log.warning("launching %s as a Ray actor: %s", submission_id, exc)
         # The Jobs API may have taken this submission before it went away: its record says so.
         if await self._records.has_run(submission_id):
             return submission_id

@@ -122,18 +122,21 @@ async def dashboard_stopped(stack: Stack, settings: Settings, temp_dir: str) -> 
 
 
 async def jobs_api_ready(address: str, timeout_s: float = 120) -> None:
-    def answers() -> bool:
+    """Wait until the Jobs API takes a submission (it answers 500 "No available agent" until the
+    node's dashboard agent has registered, after it already lists jobs)."""
+
+    def takes_a_job() -> bool:
         try:
-            JobSubmissionClient(address).list_jobs()  # carries the cluster's token, as the launcher does
+            JobSubmissionClient(address).submit_job(entrypoint="true")
         except Exception:  # not up yet
             return False
         return True
 
     for _ in range(int(timeout_s / 0.5)):
-        if await asyncio.to_thread(answers):
+        if await asyncio.to_thread(takes_a_job):
             return
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"the Jobs API at {address} did not answer in {timeout_s} s")
+    raise TimeoutError(f"the Jobs API at {address} took no job in {timeout_s} s")
 
 
 async def run(scenario: str, *, mongo_url: str, tmp: Path) -> None:
