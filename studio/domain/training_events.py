@@ -28,24 +28,11 @@ class TrainingEvent:
 
 
 def parse_events(log: str, start: int) -> tuple[list[TrainingEvent], int]:
-    """Return the events in `log[start:]` up to its last newline, and the offset to read from next."""
-    end = log.rfind("\n", start) + 1
-    if end <= start:
-        return [], start
-    events: list[TrainingEvent] = []
-    position = start
-    for line in log[start:end].splitlines(keepends=True):
-        position += len(line)
-        at = line.find(EVENT_MARKER)
-        if at < 0:
-            continue
-        try:
-            fields = json.loads(line[at + len(EVENT_MARKER) :])
-        except ValueError:
-            continue
-        if isinstance(fields, dict):
-            events.append(TrainingEvent(end_offset=position, fields=fields))
-    return events, end
+    """Return the events in `log[start:]` up to its last newline, and the offset to read from next
+    (`parse_event_bytes` on text: offsets count characters from `start`, event ends bytes)."""
+    chunk = log[start:].encode()
+    events, consumed = parse_event_bytes(chunk, start)
+    return events, start + len(chunk[:consumed].decode())
 
 
 def parse_event_bytes(chunk: bytes, base: int) -> tuple[list[TrainingEvent], int]:

@@ -38,6 +38,7 @@ from tests.integration.test_jobs import (
     TINY,
     Stack,
     capitals,
+    checkpointed_job,
     fast_lora,
     jobs_stack,
     training_process,
@@ -54,13 +55,7 @@ async def messages_of(stack: Stack, job_id: str) -> list[str]:
 
 
 async def no_dashboard(stack: Stack, settings: Settings) -> None:
-    file_id = await upload(stack, capitals())
-    job = await stack.sdk.fine_tuning.jobs.create(
-        model=TINY,
-        training_file=file_id,
-        hyperparameters=fast_lora(12, batch=2),  # type: ignore[arg-type]
-    )
-    running = await wait_for_job(stack, job.id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 8)
+    file_id, job, running = await checkpointed_job(stack)
     assert running["ray_job_id"].startswith("actor:"), running
     assert running["resources"]["launcher"] == "actor", running
     process = training_process(str(settings.jobs_dir / job.id))

@@ -15,6 +15,7 @@ import httpx
 import openai
 import psutil
 import pytest
+from openai.types.fine_tuning import FineTuningJob
 
 from studio.app.container import open_job_runner
 from studio.backends.ray_cluster import RayClusterInfo
@@ -270,7 +271,9 @@ async def test_cancel_stops_the_ray_job_and_keeps_checkpoints(stack: Stack) -> N
     assert files_under(stack.settings.jobs_dir / job_id / "checkpoints", "step-*")
 
 
-async def test_a_killed_worker_resumes_from_its_checkpoint(stack: Stack) -> None:
+async def checkpointed_job(stack: Stack) -> tuple[str, FineTuningJob, dict[str, Any]]:
+    """Upload the capitals, start a 12-epoch LoRA job; return the file id, the job and the job as read
+    once it has a checkpoint at step 8 or later (so a killed run has one to resume from)."""
     file_id = await upload(stack, capitals())
     job = await stack.sdk.fine_tuning.jobs.create(
         model=TINY,
@@ -278,6 +281,11 @@ async def test_a_killed_worker_resumes_from_its_checkpoint(stack: Stack) -> None
         hyperparameters=fast_lora(12, batch=2),  # type: ignore[arg-type]
     )
     running = await wait_for_job(stack, job.id, lambda j: (j["progress"]["checkpoint_step"] or 0) >= 8)
+    return file_id, job, running
+
+
+async def test_a_killed_worker_resumes_from_its_checkpoint(stack: Stack) -> None:
+    _, job, running = await checkpointed_job(stack)
     process = training_process(str(stack.settings.jobs_dir / job.id))
     assert process is not None
     os.kill(process.pid, signal.SIGKILL)
