@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from studio.backends import k8s_manifests as m
+from studio.blocking import BlockingCalls
 from studio.config import K8sSettings
 from studio.domain import k8s_names
 from studio.errors import Conflict, Forbidden, InvalidInput, NotFound, StudioError, Unavailable
@@ -140,6 +141,7 @@ class KubernetesBackend:
     def __init__(self, settings: K8sSettings, *, configuration: client.Configuration | None = None) -> None:
         """Raises `Conflict` when no configuration is given and none can be loaded from `settings`."""
         self._settings = settings
+        self._calls = BlockingCalls("the Kubernetes API", max_threads=8)
         self._api = client.ApiClient(configuration or load_configuration(settings))
         core, apps, custom = (
             client.CoreV1Api(self._api),
@@ -221,8 +223,7 @@ class KubernetesBackend:
     async def _call(self, verb: str, resource: str, namespace: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one blocking client call in a thread, with the timeout; translate its errors."""
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                return await asyncio.to_thread(fn, *args)
+            return await self._calls.run_within(self._settings.timeout_s, fn, *args)
         except ApiException as exc:
             raise self._translate(exc, verb=verb, resource=resource, namespace=namespace) from None
         except (TimeoutError, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from studio.backends.ray_calls import RAY_CORE
 from studio.errors import Unavailable
 from studio.schemas.jobs import ClusterResources, GpuPool
 
@@ -99,7 +100,6 @@ class RayClusterInfo:
             )
 
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await asyncio.to_thread(read)
+            return await RAY_CORE.run_within(self._timeout_s, read)
         except TimeoutError as exc:
             raise Unavailable("the Ray cluster did not report its resources in time") from exc

@@ -6,7 +6,6 @@ The blocking `JobSubmissionClient` runs in worker threads with a timeout; the Jo
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import ray
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from studio.backends.log_files import slice_range
+from studio.blocking import BlockingCalls
 from studio.errors import NotFound, Unavailable
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
@@ -41,6 +41,8 @@ class RayJobLauncher:
         self._python = python or sys.executable
         self._timeout_s = timeout_s
         self._client: JobSubmissionClient | None = None
+        # The Jobs SDK has no request timeout: a hung dashboard holds these threads, no others.
+        self._calls = BlockingCalls(f"the Ray Jobs API at {address}", max_threads=4)
 
     async def _call(self, func: Callable[[JobSubmissionClient], T]) -> T:
         def run() -> T:
@@ -49,8 +51,7 @@ class RayJobLauncher:
             return func(self._client)
 
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await asyncio.to_thread(run)
+            return await self._calls.run_within(self._timeout_s, run)
         except TimeoutError as exc:
             raise Unavailable(f"the Ray Jobs API at {self._address} did not answer in time") from exc
         except ray.exceptions.AuthenticationError as exc:

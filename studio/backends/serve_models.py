@@ -23,6 +23,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from studio.blocking import BlockingCalls
 from studio.errors import BadRequest, InvalidInput, NotFound, Unavailable
 from studio.ports import InferenceCall, JsonObject, ServerState
 from studio.schemas.deployments import Deployment
@@ -132,6 +133,7 @@ class ServeModelServers:
         self._models_dir = models_dir
         self._timeout_s = timeout_s
         self._stream_batch_ms = stream_batch_ms
+        self._calls = BlockingCalls("Serve's controller", max_threads=4)
         self._handles: dict[str, DeploymentHandle[Any]] = {}
 
     def spec(self, deployment: Deployment) -> ServerSpec:
@@ -165,7 +167,7 @@ class ServeModelServers:
 
     async def _blocking(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), timeout=self._timeout_s)
+            return await self._calls.run_within(self._timeout_s, fn, *args, **kwargs)
         except TimeoutError as exc:
             raise Unavailable(f"Serve did not answer within {self._timeout_s:.0f} s") from exc
         except ray.exceptions.RaySystemError as exc:

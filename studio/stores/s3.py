@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from studio.blocking import BlockingCalls
 from studio.config import S3Settings
 from studio.errors import Unavailable
 
@@ -30,6 +31,8 @@ class S3ObjectStore:
         self._s3 = client
         self._bucket = bucket
         self._timeout_s = timeout_s
+        # boto retries for tens of seconds inside one call: an unreachable store holds these threads only.
+        self._calls = BlockingCalls("the object store", max_threads=8)
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK
         )
@@ -71,8 +74,7 @@ class S3ObjectStore:
 
     async def _run(self, func: Any, *args: Any, budget_s: float | None = None, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(budget_s or self._timeout_s * 3):
-                return await asyncio.to_thread(func, *args, **kwargs)
+            return await self._calls.run_within(budget_s or self._timeout_s * 3, func, *args, **kwargs)
         except TimeoutError as exc:
             raise Unavailable("object store timed out") from exc
         except ClientError as exc:
