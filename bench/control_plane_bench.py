@@ -1,7 +1,7 @@
 """The control plane with a long queue: create rate, read latencies, the tracker's cost, a fresh tenant.
 
     .venv/bin/python -m bench.control_plane_bench [--tenants 100] [--jobs-per-tenant 100]
-        [--deployments 1000] [--concurrency 16] [--samples 200] [--idle-s 30]
+        [--deployments 1000] [--concurrency 16] [--samples 200] [--idle-s 30] [--mode haproxy]
 
 Mini Studio as `serve run serve_config.yaml` runs it on embedded defaults (the same application builder,
 Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CPU Ray cluster. Phases:
@@ -19,6 +19,9 @@ Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CP
    (a queued job: with its queue position), events, `/v1/models`, `/v1/deployments`: p50/p99 each.
 5. The tracker's round time and the database's CPU again, idle traffic, with the queue full.
 6. A fresh tenant's job with the whole queue waiting: create -> running, beside phase 1's.
+
+`--mode` runs Serve's entry point another way (`tests/serve_modes.py`: proxy, haproxy; default:
+what `serve_config.yaml` ships).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import httpx
 import psutil
 
 from bench.common import ADMIN_KEY, RunningStudio, running_studio
+from tests.serve_modes import MODES, mode_env, private_ports
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TINY = "mini-studio/tiny-llama"
@@ -307,8 +311,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--idle-s", type=float, default=30)
+    parser.add_argument("--mode", choices=[m for m in MODES if m != "direct"], default=None)
     args = parser.parse_args()
-    with running_studio(dashboard=True) as studio:
+    env = None if args.mode is None else private_ports(mode_env(args.mode))
+    print(f"entry point: {args.mode or 'as serve_config.yaml ships'}", flush=True)
+    with running_studio(dashboard=True, controller_env=env) as studio:
         asyncio.run(run(studio, args))
 
 

@@ -1,20 +1,28 @@
-"""Serving figures: the ingress's overhead on inference, and attaching a LoRA adapter vs a new deployment.
+"""Serving figures, side by side from one run: Mini Studio against plain `vllm serve`, the ingress against
+a direct handle, and adapter attach against a new deployment.
 
     .venv/bin/python -m bench.serving_bench [--requests 32] [--max-tokens 32] [--concurrency 1,32]
-        [--stream-batch-ms 20]
+        [--repeats 3] [--stream-batch-ms 20] [--no-vllm]
 
-Starts a private Ray cluster (2 CPUs) running Mini Studio on embedded defaults, deploys the tiny base
-model and reports:
-1. Ingress overhead. The same completion requests (`/v1/completions`, a fixed prompt, `max_tokens`
-   tokens forced with `ignore_eos`), streaming and not, at each concurrency, two ways in one run,
-   alternating batches: (a) straight to the model server through its deployment handle from this
-   process (no HTTP); (b) through the ingress as clients send them: HTTP to Serve's proxy, the ingress
-   (auth, rate limit, routing table) and its handle call. Time to first token (TTFT) is the time to
-   the first event carrying text (streaming) or the whole response (not streaming); p50 / p99 over the
-   requests, and tokens/s = completion tokens of a batch / its wall time. Goal: (b) - (a) <= 5 ms TTFT
-   at p50, (b) >= 0.95 x (a) tokens/s.
-2. Adapter attach: a LoRA fine-tune (trained here on 32 rows) deployed onto the running base -> its
-   first token, beside the base's own deployment -> first token (a new model server) from the same run.
+Starts a private Ray cluster (2 CPUs) running Mini Studio on embedded defaults, fine-tunes a LoRA adapter
+of the tiny model (32 rows), deploys the base and attaches the adapter, then starts two `vllm serve`
+processes of this venv with the model server's own engine settings (read from its replica: dtype,
+max_model_len, max_num_seqs, max_num_batched_tokens, enforce_eager, KV cache bytes, the "uni" executor and
+the replica's VLLM_*/OMP_* environment): one plain, one with `--enable-lora` holding the same adapter.
+Every request: `/v1/completions`, a fixed prompt, `max_tokens` tokens forced (`ignore_eos`), greedy.
+
+For each of streamed / not streamed and each concurrency, the compared sides take turns (the order
+flips every repeat, so the machine's drift hits all alike), `--requests` requests per side and repeat:
+1. base model: Mini Studio (HTTP through Serve's proxy and the ingress) vs `vllm serve` plain, and the
+   base model on the `--enable-lora` server (`lora_request=None` there; shown for reference: on vLLM's
+   CPU kernels that row takes the last adapter slot's weights when it shares a batch with adapters);
+2. the LoRA fine-tune: Mini Studio vs `vllm serve --enable-lora` with the same adapter;
+3. the ingress vs a direct deployment handle to the model server (no HTTP) on the base model.
+Figures: tokens/s = completion tokens of a batch / its wall time, median over repeats [min-max], and
+time to first token (TTFT: the first event carrying text, or the whole response when not streamed)
+p50 / p99 over all requests. Goals (issue 13): Mini Studio >= 0.9x `vllm serve` for base and LoRA;
+ingress TTFT p50 within 5 ms of the handle and >= 0.95x its tokens/s at c=32. Timings on a shared
+machine are noisy: read the spread.
 """
 
 from __future__ import annotations
@@ -25,24 +33,27 @@ import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 
-from bench.common import RunningStudio, running_studio
+from bench.common import RunningStudio, running_studio, vllm_serve
 
 TINY = "mini-studio/tiny-llama"
+TUNED_ALIAS = "tuned"  # the adapter's name on the `--enable-lora` server
 PROMPT = "The capital of France is"
 ROWS = [
     {"messages": [{"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"Number {i}."}]}
     for i in range(32)
 ]
 Timed = tuple[float, int]  # (seconds to first token, completion tokens)
+Call = Callable[[dict[str, Any]], Awaitable[Timed]]  # one request body -> its timing
 
 
-def body(max_tokens: int, *, stream: bool) -> dict[str, Any]:
+def body(model: str, max_tokens: int, *, stream: bool) -> dict[str, Any]:
     return {
-        "model": TINY, "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0,
+        "model": model, "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0,
         "stream": stream, **({"stream_options": {"include_usage": True}} if stream else {}),
     }  # fmt: skip
 
@@ -65,34 +76,43 @@ def usage_of(event: str) -> int | None:
     return None
 
 
-async def via_handle(handle: Any, request: dict[str, Any]) -> Timed:
-    started = time.perf_counter()
-    if not request["stream"]:
-        response = await handle.options(stream=False).complete.remote("completion", request)
-        return time.perf_counter() - started, response["usage"]["completion_tokens"]
-    ttft, tokens = 0.0, 0
-    async for batch in handle.options(stream=True).stream.remote("completion", request):
-        if not ttft and first_text(batch):
-            ttft = time.perf_counter() - started
-        tokens = next((n for e in batch if (n := usage_of(e)) is not None), tokens)
-    return ttft, tokens
-
-
-async def via_ingress(http: httpx.AsyncClient, headers: dict[str, str], request: dict[str, Any]) -> Timed:
-    started = time.perf_counter()
-    if not request["stream"]:
-        response = await http.post("/v1/completions", json=request, headers=headers)
-        response.raise_for_status()
-        return time.perf_counter() - started, response.json()["usage"]["completion_tokens"]
-    ttft, tokens = 0.0, 0
-    async with http.stream("POST", "/v1/completions", json=request, headers=headers) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            event = line + "\n\n"
-            if not ttft and first_text([event]):
+def via_handle(handle: Any) -> Call:
+    async def call(request: dict[str, Any]) -> Timed:
+        started = time.perf_counter()
+        if not request["stream"]:
+            response = await handle.options(stream=False).complete.remote("completion", request)
+            return time.perf_counter() - started, response["usage"]["completion_tokens"]
+        ttft, tokens = 0.0, 0
+        async for batch in handle.options(stream=True).stream.remote("completion", request):
+            if not ttft and first_text(batch):
                 ttft = time.perf_counter() - started
-            tokens = usage_of(event) or tokens
-    return ttft, tokens
+            tokens = next((n for e in batch if (n := usage_of(e)) is not None), tokens)
+        return ttft, tokens
+
+    return call
+
+
+def via_http(http: httpx.AsyncClient, headers: dict[str, str], model: str | None = None) -> Call:
+    """Return a call posting to `http`'s server, naming `model` in the body when given."""
+
+    async def call(request: dict[str, Any]) -> Timed:
+        request = {**request, "model": model} if model else request
+        started = time.perf_counter()
+        if not request["stream"]:
+            response = await http.post("/v1/completions", json=request, headers=headers)
+            response.raise_for_status()
+            return time.perf_counter() - started, response.json()["usage"]["completion_tokens"]
+        ttft, tokens = 0.0, 0
+        async with http.stream("POST", "/v1/completions", json=request, headers=headers) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                event = line + "\n\n"
+                if not ttft and first_text([event]):
+                    ttft = time.perf_counter() - started
+                tokens = usage_of(event) or tokens
+        return ttft, tokens
+
+    return call
 
 
 async def batch(
@@ -116,39 +136,76 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def overhead(studio: RunningStudio, args: argparse.Namespace, app_name: str) -> None:
+async def compare(
+    sides: list[tuple[str, Call]], request: dict[str, Any], args: argparse.Namespace, concurrency: int
+) -> dict[str, tuple[float, float, float, float, float]]:
+    """Run the sides in turns; return per side (median tokens/s, min, max, TTFT p50 ms, TTFT p99 ms)."""
+    rates: dict[str, list[float]] = {name: [] for name, _ in sides}
+    ttfts: dict[str, list[float]] = {name: [] for name, _ in sides}
+    for repeat in range(args.repeats):
+        for name, call in sides if repeat % 2 == 0 else sides[::-1]:
+            times, rate = await batch(lambda c=call: c(request), args.requests, concurrency)
+            ttfts[name] += times
+            rates[name].append(rate)
+    return {
+        name: (statistics.median(r), min(r), max(r), pct(ttfts[name], 0.5), pct(ttfts[name], 0.99))
+        for name, r in rates.items()
+    }
+
+
+def report(label: str, figures: dict[str, tuple[float, float, float, float, float]]) -> str:
+    """Return one printed line: each side's figures, then the first side's ratio to each other side."""
+    parts = [
+        f"{name} {rate:6.0f} [{low:.0f}-{high:.0f}] tok/s, TTFT p50/p99 {p50:.1f}/{p99:.1f} ms"
+        for name, (rate, low, high, p50, p99) in figures.items()
+    ]
+    first, *others = figures
+    ratios = [f"{first}/{other} {figures[first][0] / figures[other][0]:.2f}x" for other in others]
+    return f"{label:<22} " + " | ".join(parts) + " -> " + ", ".join(ratios)
+
+
+async def measure(
+    studio: RunningStudio,
+    args: argparse.Namespace,
+    *,
+    app_name: str,
+    tuned: str,
+    plain: str | None,
+    lora: str | None,
+) -> None:
     from ray import serve
 
     handle = serve.get_deployment_handle("ModelServer", app_name)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=studio.url, timeout=300, limits=limits) as http:
+
+    def client(url: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=url, timeout=300, limits=limits)
+
+    async with (
+        client(studio.url) as ingress_http,
+        client(plain or studio.url) as plain_http,
+        client(lora or studio.url) as lora_http,
+    ):
+        ingress = via_http(ingress_http, studio.headers)
+        comparisons: list[tuple[str, str, list[tuple[str, Call]]]] = [
+            ("base", TINY, [("studio", ingress)]),
+            ("LoRA", tuned, [("studio", ingress)]),
+            ("ingress vs handle", TINY, [("ingress", ingress), ("handle", via_handle(handle))]),
+        ]
+        if plain and lora:
+            comparisons[0][2].extend(
+                [("vllm", via_http(plain_http, {})), ("vllm+lora", via_http(lora_http, {}))]
+            )
+            comparisons[1][2].append(("vllm+lora", via_http(lora_http, {}, TUNED_ALIAS)))
         for stream in (False, True):
-            request = body(args.max_tokens, stream=stream)
-            await via_handle(handle, request)  # warm both paths
-            await via_ingress(http, studio.headers, request)
-            for concurrency in args.concurrency:
-                direct: list[float] = []
-                ingress: list[float] = []
-                rates: dict[str, list[float]] = {"direct": [], "ingress": []}
-                for _ in range(args.rounds):  # alternate, so the machine's drift hits both alike
-                    ttfts, rate = await batch(
-                        lambda r=request: via_handle(handle, r), args.requests, concurrency
-                    )
-                    direct += ttfts
-                    rates["direct"].append(rate)
-                    ttfts, rate = await batch(
-                        lambda r=request: via_ingress(http, studio.headers, r), args.requests, concurrency
-                    )
-                    ingress += ttfts
-                    rates["ingress"].append(rate)
-                d_rate, i_rate = statistics.median(rates["direct"]), statistics.median(rates["ingress"])
-                print(
-                    f"{'stream' if stream else 'whole '} c={concurrency:<3} TTFT p50/p99 ms: direct "
-                    f"{pct(direct, 0.5):7.1f} / {pct(direct, 0.99):7.1f}, ingress {pct(ingress, 0.5):7.1f} / "
-                    f"{pct(ingress, 0.99):7.1f} (+{pct(ingress, 0.5) - pct(direct, 0.5):.1f} ms at p50); "
-                    f"tokens/s direct {d_rate:6.0f}, ingress {i_rate:6.0f} ({i_rate / d_rate:.2f}x)",
-                    flush=True,
-                )
+            for label, model, sides in comparisons:
+                request = body(model, args.max_tokens, stream=stream)
+                for _, call in sides:
+                    await call(request)  # warm every path
+                for concurrency in args.concurrency:
+                    figures = await compare(sides, request, args, concurrency)
+                    mode = f"{'stream' if stream else 'whole '} c={concurrency:<3}"
+                    print(report(f"{mode} {label}", figures), flush=True)
 
 
 def first_token(http: httpx.Client, headers: dict[str, str], model: str) -> float:
@@ -170,19 +227,45 @@ def wait_job(http: httpx.Client, headers: dict[str, str], job_id: str) -> dict[s
     return job
 
 
+def vllm_args(settings: dict[str, Any], *, adapter: str | None) -> list[str]:
+    """Return `vllm serve` arguments matching the model server's engine `settings` (plain, or with LoRA
+    and `adapter` loaded as `TUNED_ALIAS`)."""
+    args = [
+        "--model", settings["model_source"], "--served-model-name", TINY, "--dtype", settings["dtype"],
+        "--max-model-len", str(settings["max_model_len"]), "--max-num-seqs", str(settings["max_num_seqs"]),
+        "--max-num-batched-tokens", str(settings["max_num_batched_tokens"]),
+        "--kv-cache-memory-bytes", str(settings["kv_cache_memory_bytes"]),
+        "--distributed-executor-backend", "uni", "--disable-log-stats", "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    if settings["enforce_eager"]:
+        args.append("--enforce-eager")
+    if adapter is not None:
+        slots = str(settings["max_loras"])
+        args += ["--enable-lora", "--max-loras", slots, "--max-cpu-loras", slots]
+        args += [
+            "--max-lora-rank",
+            str(settings["max_lora_rank"]),
+            "--lora-modules",
+            f"{TUNED_ALIAS}={adapter}",
+        ]
+    return args
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=32, help="requests per side, repeat and setting")
+    parser.add_argument("--repeats", "--rounds", dest="repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
     parser.add_argument("--stream-batch-ms", type=float, default=20.0, help="the model servers' setting")
+    parser.add_argument("--no-vllm", action="store_true", help="skip the plain `vllm serve` columns")
     args = parser.parse_args()
     serving = {"stream_batch_ms": args.stream_batch_ms}
     with (
         running_studio(dashboard=True, serving=serving) as studio,
         httpx.Client(base_url=studio.url, timeout=600) as http,
+        ExitStack() as servers,
     ):
         h = studio.headers
         # Fine-tune first, so its Ray job does not share the CPUs with the measurements.
@@ -206,9 +289,34 @@ def main() -> None:
         attach_s = first_token(http, h, tuned) - started
         print(
             f"deploy -> first token: new model server {new_server_s:.1f} s, "
-            f"LoRA adapter attach {attach_s:.2f} s"
+            f"LoRA adapter attach {attach_s:.2f} s",
+            flush=True,
         )
-        asyncio.run(overhead(studio, args, base["app_name"]))
+        from ray import serve
+
+        handle = serve.get_deployment_handle("ModelServer", base["app_name"])
+        settings = handle.engine_settings.remote().result(timeout_s=60)
+        print(
+            f"model server: base requests run with {settings['base_requests']}; engine "
+            + json.dumps({k: v for k, v in settings.items() if k not in ("adapters", "env", "model_source")}),
+            flush=True,
+        )
+        plain = lora = None
+        if not args.no_vllm:
+            env = {"VLLM_NO_USAGE_STATS": "1", **settings["env"]}
+            logs = studio.data_dir
+            plain = servers.enter_context(
+                vllm_serve(vllm_args(settings, adapter=None), env=env, log_path=logs / "vllm-plain.log")
+            )
+            lora = servers.enter_context(
+                vllm_serve(
+                    vllm_args(settings, adapter=settings["adapters"][tuned]),
+                    env=env,
+                    log_path=logs / "vllm-lora.log",
+                )
+            )
+            print(f"vllm serve: plain {plain}, --enable-lora {lora} (logs in {logs})", flush=True)
+        asyncio.run(measure(studio, args, app_name=base["app_name"], tuned=tuned, plain=plain, lora=lora))
 
 
 if __name__ == "__main__":

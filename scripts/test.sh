@@ -28,8 +28,8 @@ echo "== pytest"
 if [ "$#" -eq 0 ]; then
     # The dashboard-killed scenario starts a Ray cluster with a dashboard of its own, which needs the
     # machine's one default dashboard-agent port: it runs before the session's shared cluster exists.
-    .venv/bin/python -m pytest -q tests/integration/test_launch_without_dashboard.py
-    .venv/bin/python -m pytest -q --deselect tests/integration/test_launch_without_dashboard.py
+    .venv/bin/python -m pytest -q tests/reliability/test_launch_without_dashboard.py
+    .venv/bin/python -m pytest -q --deselect tests/reliability/test_launch_without_dashboard.py
 else
     .venv/bin/python -m pytest -q "$@"
 fi

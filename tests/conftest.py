@@ -84,6 +84,9 @@ def make_settings(
         "data_dir": data_dir,
         "admin_key": "test-admin-key-0123456789",
         "store": {"mongo_url": mongo_url, "database": f"t_{uuid.uuid4().hex[:12]}"},
+        # Its own Ray namespace too: the tracker stops the runs of its namespace that its store does not
+        # account for, and tests share one Ray cluster.
+        "ray": {"namespace": f"ms-t-{uuid.uuid4().hex[:12]}"},
         "redis": {"url": redis_url},
         # The disk guard's floor, low enough for a CI machine's small disk (its own tests raise it).
         "storage": {"min_free_bytes": 256 * 1024**2, "min_free_percent": 0},

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import openai
 
 from studio.domain.ids import new_id
 from studio.ports import TrainingLauncher
@@ -13,6 +19,9 @@ from studio.schemas.jobs import Hyperparameters, Job, LaunchStatus
 from studio.training import ensure_tiny_model
 from studio.training.tiny_model import TINY_MODEL_NAME
 from tests.api.datasets_data import chat_rows, jsonl
+
+if TYPE_CHECKING:
+    from tests.serve_fixtures import ServeApp
 
 ENDED = frozenset({"succeeded", "failed", "stopped"})
 SMALL_LORA = Hyperparameters(
@@ -92,3 +101,57 @@ def stored_job(client_id: str, *, created_at: int, running: bool = False, file_i
         seed=1,
         created_at=created_at,
     )
+
+
+CAPITALS = {
+    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid",
+    "Germany": "Berlin", "Canada": "Ottawa", "Egypt": "Cairo", "Kenya": "Nairobi",
+}  # fmt: skip
+TINY = "mini-studio/tiny-llama"
+
+
+def capitals(rows: int = 64) -> bytes:
+    """A learnable mapping: each country's capital, always in the same answer shape."""
+    names = list(CAPITALS)
+    return jsonl([
+        {"messages": [
+            {"role": "user", "content": f"What is the capital of {names[i % 8]}?"},
+            {"role": "assistant", "content": f"The capital of {names[i % 8]} is {CAPITALS[names[i % 8]]}."},
+        ]}
+        for i in range(rows)
+    ])  # fmt: skip
+
+
+def wait_for(
+    http: httpx.Client, job_id: str, headers: dict[str, str], until: Any, timeout_s: float = 240
+) -> Any:
+    """Return the job (read through `http`) once `until(job)` holds; answers other than 200 (a part of
+    the studio being restarted) are waited out like the rest, until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    job: Any = None
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            response = http.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers)
+            if response.status_code == 200:
+                job = response.json()
+                if until(job):
+                    return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    headers: dict[str, str]
+    sdk: openai.OpenAI
+    file_id: str
+
+
+def new_tenant(serve_app: ServeApp, http: httpx.Client, name: str) -> Tenant:
+    """Create a client with a key through the admin API, and upload the capitals file as it."""
+    tenant = http.post("/admin/clients", json={"name": name}, headers=serve_app.admin).json()
+    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
+    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
+    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
+    return Tenant(tenant["id"], {"Authorization": f"Bearer {key}"}, sdk, file_id)

@@ -20,6 +20,7 @@ import pytest
 from studio.config import Settings
 from tests import servers
 from tests.conftest import S3Endpoint, make_settings
+from tests.serve_modes import controller_options, private_ports, shipped_env, wait_for_direct_routes
 
 os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
 
@@ -56,7 +57,8 @@ def ray_cluster() -> Iterator[str]:
 def serve_app(
     ray_cluster: str, tmp_path_factory: pytest.TempPathFactory, redis_url: str, s3_endpoint: S3Endpoint
 ) -> Iterator[ServeApp]:
-    """Mini Studio as users run it: Serve HTTP proxy, two ingress replicas, embedded MongoDB actor."""
+    """Mini Studio as users run it: the entry point `serve_config.yaml` ships (HAProxy), two ingress
+    replicas, embedded MongoDB actor. Ingress replicas drain for 1 s when stopped, not Ray's 30."""
     from ray import serve
 
     from studio.app.builder import build_app_from_settings
@@ -71,8 +73,10 @@ def serve_app(
         serving={"ingress_replicas": 2, "ingress_num_cpus": 0.1},
     )
     port = servers.free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    env = private_ports(shipped_env(), drain_s=1)
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, controller_options=controller_options(env))
     serve.run(build_app_from_settings(settings), name=settings.serving.app_name, route_prefix="/")
+    wait_for_direct_routes(env, replicas=settings.serving.ingress_replicas)
     assert settings.admin_key is not None
     yield ServeApp(
         url=f"http://127.0.0.1:{port}",

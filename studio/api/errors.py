@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +33,7 @@ from studio.errors import (
     Unauthenticated,
     Unavailable,
 )
+from studio.ports import StudioMetrics
 from studio.schemas.common import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,31 @@ STATUS_OF: dict[type[StudioError], tuple[int, str]] = {
 # The statuses a retry can cure (the answer carries Retry-After); the SDK's default would also retry
 # 408, 409 and every 5xx.
 RETRYABLE_STATUSES = frozenset({429, 503})
+# Where error answers are counted (`count_errors`). Module-wide, because errors become responses in
+# middleware too (the auth gate, body limits), before any route or app state is reached; counted by
+# registration, so two apps of one process sharing a metrics object count each error once.
+_counters: Counter[StudioMetrics] = Counter()
+
+
+def count_errors(metrics: StudioMetrics) -> Callable[[], None]:
+    """Count every error answer of this process in `metrics` (by status and code) until the returned
+    function is called."""
+    _counters[metrics] += 1
+
+    def stop() -> None:
+        _counters[metrics] -= 1
+        if _counters[metrics] <= 0:
+            del _counters[metrics]
+
+    return stop
+
+
+def _count(status: int, code: str | None) -> None:
+    for metrics in list(_counters):
+        try:
+            metrics.api_error(status=status, code=code)
+        except Exception:  # counting never fails an answer
+            log.debug("counting an error answer failed", exc_info=True)
 
 
 def error_response(
@@ -79,7 +107,11 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """Return a response in OpenAI's error shape, with `x-should-retry` where the status decides it."""
+    """Return a response in OpenAI's error shape, with `x-should-retry` where the status decides it.
+
+    Every error answer of the API is made here, so here it is counted (`count_errors`).
+    """
+    _count(status, code)
     body = ErrorResponse(
         error=ErrorDetail(
             message=message,

@@ -14,6 +14,7 @@ from studio.services.health import HealthService
 from studio.services.idempotency import IdempotencyService
 from studio.services.inference import InferenceService
 from studio.services.jobs import JobService
+from studio.services.model_download import ModelDownloads
 from studio.services.models import ModelCatalog
 from studio.services.uploads import UploadService
 
@@ -33,3 +34,5 @@ class Services:
     streams: StreamTimings
     # `Idempotency-Key` on creates; None: the header is ignored.
     idempotency: IdempotencyService | None = None
+    # `GET /v1/models/{id}/content`; None: downloads are not available.
+    downloads: ModelDownloads | None = None

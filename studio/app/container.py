@@ -6,13 +6,16 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from studio.api.errors import count_errors
 from studio.api.services import Services
 from studio.api.sse import StreamTimings
 from studio.app.builtin_models import builtin_models
+from studio.backends.model_files import RayAdapterMerger, TarDirectoryArchiver
 from studio.backends.model_targets import ModelServersByTarget
+from studio.backends.ray_studio_metrics import ray_studio_metrics
 from studio.config import Settings
 from studio.domain.ids import new_id
-from studio.ports import DatasetValidationRunner, ModelDemand, ModelServers, TrainingLauncher
+from studio.ports import DatasetValidationRunner, ModelDemand, ModelServers, StudioMetrics, TrainingLauncher
 from studio.schemas.clients import ClientLimits
 from studio.services.auth import AuthService, RateLimiter
 from studio.services.base_models import BaseModelService
@@ -29,6 +32,8 @@ from studio.services.job_results import JobResults
 from studio.services.job_retention import EventRetention
 from studio.services.job_runner import JobRunner, RoundObserver
 from studio.services.jobs import Compute, JobService
+from studio.services.metered import MeteredFileStore, MeteredJobJournal
+from studio.services.model_download import ModelDownloads
 from studio.services.models import ModelCatalog
 from studio.services.routing import RoutingTable
 from studio.services.storage import StorageGuard
@@ -44,6 +49,18 @@ from studio.stores.s3 import S3ObjectStore
 log = logging.getLogger(__name__)
 
 
+def studio_metrics(settings: Settings) -> StudioMetrics | None:
+    """Return this process's Ray metrics, or None when `metrics.enabled` is off."""
+    return ray_studio_metrics() if settings.metrics.enabled else None
+
+
+def job_journal(store: MongoStore, metrics: StudioMetrics | None) -> JobJournal:
+    """Return the journal every job status change goes through (counting final statuses in `metrics`)."""
+    if metrics is None:
+        return JobJournal(jobs=store.jobs, events=store.job_events)
+    return MeteredJobJournal(jobs=store.jobs, events=store.job_events, metrics=metrics)
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings,
@@ -54,13 +71,19 @@ async def open_services(
     compute: Compute | None = None,
     model_servers: ModelServersByTarget | None = None,
     model_demand: ModelDemand | None = None,
+    metrics: StudioMetrics | None = None,
 ) -> AsyncIterator[Services]:
     """Connect every dependency and yield the services; close the connections on exit.
+
+    `metrics`: where the figures go (default: this process's Ray metrics, unless `metrics.enabled` is off).
 
     Raises:
         Unavailable: MongoDB does not answer (the start fails fast rather than serving errors).
     """
+    metrics = metrics if metrics is not None else studio_metrics(settings)
     async with AsyncExitStack() as stack:
+        if metrics is not None:
+            stack.callback(count_errors(metrics))
         store = await MongoStore.connect(mongo_url, settings.store)
         stack.push_async_callback(store.close)
         cache: RedisCache | None = None
@@ -93,6 +116,8 @@ async def open_services(
             unknown_key_ttl_s=settings.api.unknown_key_cache_s,
         )
         files = LocalFileStore(settings.datasets_dir)
+        # What clients send (files, upload parts) is counted as it is written.
+        client_files = MeteredFileStore(files, metrics=metrics) if metrics is not None else files
         storage = StorageGuard(
             datasets=store.datasets,
             uploads=store.uploads,
@@ -109,7 +134,7 @@ async def open_services(
         )
         datasets = DatasetService(
             repository=store.datasets,
-            files=files,
+            files=client_files,
             validator=(
                 validator_factory(files)
                 if validator_factory is not None
@@ -124,7 +149,7 @@ async def open_services(
         stack.push_async_callback(datasets.close)
         uploads = UploadService(
             repository=store.uploads,
-            files=files,
+            files=client_files,
             datasets=datasets,
             settings=settings.datasets,
             storage=storage,
@@ -133,7 +158,7 @@ async def open_services(
         await base_models.install_builtins(builtin_models())
         jobs = JobService(
             jobs=store.jobs,
-            journal=JobJournal(jobs=store.jobs, events=store.job_events),
+            journal=job_journal(store, metrics),
             events=store.job_events,
             checkpoints=store.checkpoints,
             datasets=store.datasets,
@@ -141,6 +166,7 @@ async def open_services(
             compute=compute,
             settings=settings.training,
             storage=storage,
+            wandb=settings.wandb,
         )
         if model_servers is not None:
             stack.push_async_callback(model_servers.close)
@@ -154,6 +180,12 @@ async def open_services(
             deployments=store.deployments,
             job_files=LocalFileStore(settings.jobs_dir),
         )
+        downloads = ModelDownloads(
+            jobs=store.jobs,
+            base_models=store.base_models,
+            archiver=TarDirectoryArchiver(),
+            merger=RayAdapterMerger(models_dir=settings.models_dir),
+        )
         deployments = DeploymentService(
             deployments=store.deployments,
             base_models=store.base_models,
@@ -163,6 +195,7 @@ async def open_services(
             on_change=routes.refresh,
             targets=model_servers.targets if model_servers is not None else frozenset({"serve"}),
             servers=model_servers,
+            cluster=compute.cluster if compute is not None else None,
         )
         inference = InferenceService(
             routes=routes,
@@ -170,6 +203,7 @@ async def open_services(
             catalog=models,
             settings=settings.serving,
             demand=model_demand,
+            metrics=metrics,
         )
         datasets.start_worker()
         log.info(
@@ -199,14 +233,24 @@ async def open_services(
                 ttl_s=settings.api.idempotency_ttl_s,
                 wait_s=settings.api.idempotency_wait_s,
             ),
+            downloads=downloads,
         )
 
 
 @asynccontextmanager
 async def open_job_runner(
-    settings: Settings, *, mongo_url: str, launcher: TrainingLauncher, on_round: RoundObserver | None = None
+    settings: Settings,
+    *,
+    mongo_url: str,
+    launcher: TrainingLauncher,
+    on_round: RoundObserver | None = None,
+    metrics: StudioMetrics | None = None,
 ) -> AsyncIterator[JobRunner]:
-    """Connect the store and yield the tracker's `JobRunner` (not yet running); close it after."""
+    """Connect the store and yield the tracker's `JobRunner` (not yet running); close it after.
+
+    `metrics`: as `open_services`'.
+    """
+    metrics = metrics if metrics is not None else studio_metrics(settings)
     async with AsyncExitStack() as stack:
         store = await MongoStore.connect(mongo_url, settings.store)
         stack.push_async_callback(store.close)
@@ -217,7 +261,7 @@ async def open_job_runner(
 
         yield JobRunner(
             jobs=store.jobs,
-            journal=JobJournal(jobs=store.jobs, events=store.job_events),
+            journal=job_journal(store, metrics),
             checkpoints=store.checkpoints,
             datasets=store.datasets,
             base_models=store.base_models,
@@ -230,6 +274,7 @@ async def open_job_runner(
             tracker=settings.tracker,
             models_dir=settings.models_dir,
             on_round=on_round,
+            metrics=metrics,
             retention=EventRetention(
                 jobs=store.jobs,
                 events=store.job_events,
@@ -243,6 +288,7 @@ async def open_job_runner(
                 files=LocalFileStore(settings.datasets_dir),
                 mirror_to_s3=objects is not None,
             ),
+            wandb=settings.wandb,
         )
 
 

@@ -19,6 +19,7 @@ from studio.app.validation import RayTaskValidationRunner
 from studio.backends.ray_cluster import RayClusterInfo
 from studio.backends.ray_metrics import RayModelDemand
 from studio.backends.ray_tracker import ActorJobNotifier, TrackerWatch
+from studio.backends.serve_body_flow import install as bound_request_bodies
 from studio.config import Settings
 from studio.logs import configure_logging
 from studio.services.jobs import Compute
@@ -36,6 +37,9 @@ class StudioIngress:
         self._admin_key_hash = admin_key_hash
         self._issued_at = issued_at
         configure_logging(log_dir=settings.log_dir, level=settings.api.log_level)
+        # When HAProxy (or a client) reaches this replica on its own port, read bodies at the app's
+        # pace, not into memory ahead of it. Behind Serve's Python proxy this changes nothing.
+        bound_request_bodies()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         api = self._settings.api

@@ -50,7 +50,10 @@ def training_launcher(settings: Settings) -> FallbackLauncher:
     training = settings.training
     return FallbackLauncher(
         RayJobLauncher(
-            jobs_api_address(settings), python=training.python, timeout_s=training.jobs_api_timeout_s
+            jobs_api_address(settings),
+            python=training.python,
+            timeout_s=training.jobs_api_timeout_s,
+            namespace=settings.ray.namespace,
         ),
         RayActorLauncher(namespace=settings.ray.namespace, python=training.python),
         mode=training.launcher,

@@ -17,6 +17,7 @@ round while a hung dashboard restarts).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from studio.backends.ray_job_records import RayJobRecords
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.jobs import LaunchMode, launcher_of
 from studio.errors import Unavailable
+from studio.ports import ActiveRun
 from studio.schemas.jobs import LaunchStatus
 
 T = TypeVar("T")
@@ -152,6 +154,14 @@ class FallbackLauncher:
             return await self._jobs_api(
                 lambda jobs: jobs.read_log(ray_job_id, offset=offset, max_bytes=max_bytes)
             )
+
+    async def active_runs(self) -> list[ActiveRun]:
+        """Return this installation's waiting or running runs: its actors, and its Ray jobs as the Jobs
+        API lists them (none of those while it is down: they are listed again once it answers)."""
+        runs = await self._fallback.active_runs()
+        with contextlib.suppress(Unavailable):
+            runs += await self._jobs_api(lambda jobs: jobs.active_runs())
+        return runs
 
     async def release(self, ray_job_id: str) -> bool:
         """Free what an ended run still holds (an actor and its resources); return whether it held any."""

@@ -41,6 +41,7 @@ from studio.backends.ray_calls import in_thread
 from studio.backends.ray_jobs import JOB_ENV
 from studio.domain.jobs import ACTOR_ID_PREFIX
 from studio.errors import NotFound, Unavailable
+from studio.ports import ActiveRun
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
 T = TypeVar("T")
@@ -53,6 +54,8 @@ STOPPED_TTL_S = 10.0
 LOG_CHUNK_BYTES = 4 << 20
 # The directory holding the `studio` package: the process's cwd and first PYTHONPATH entry.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# A run actor's name: the submission id `<job id>-attempt-<n>` the tracker gives each attempt.
+RUN_NAME = re.compile(r"(?P<job>.+)-attempt-\d+")
 # GCS actor states of an actor not yet started (waiting for resources or a node).
 NOT_STARTED = frozenset({"DEPENDENCIES_UNREADY", "PENDING_CREATION"})
 
@@ -351,6 +354,28 @@ class RayActorLauncher:
             return False
         await self._blocking(lambda: ray.kill(found[0]))
         return True
+
+    async def active_runs(self) -> list[ActiveRun]:
+        """Return the run actors alive in this installation's namespace (waiting, running, or ended and
+        still holding their resources). Raises Unavailable."""
+
+        def alive() -> list[ActiveRun]:
+            named = ray.util.list_named_actors(all_namespaces=True)
+            runs = []
+            for actor in named:
+                found = RUN_NAME.fullmatch(actor["name"])
+                if actor["namespace"] != self._namespace or found is None:
+                    continue
+                try:
+                    handle = ray.get_actor(actor["name"], namespace=self._namespace)
+                except ValueError:  # gone since the list
+                    continue
+                info = ray._private.state.actors(actor_id=handle._actor_id.hex())
+                if info.get("State") != "DEAD":
+                    runs.append(ActiveRun(launch_id=actor_launch_id(actor["name"]), job_id=found["job"]))
+            return runs
+
+        return await self._blocking(alive)
 
     async def read_log(self, ray_job_id: str, *, offset: int = 0, max_bytes: int = 1 << 20) -> bytes:
         """Return at most `max_bytes` of the run's log from byte `offset` (negative: that many bytes

@@ -43,6 +43,7 @@ def summarize(
         share = pool.total / gpus_total if gpus_total else 0.0
         by_type[kind] = GpuPool(total=pool.total, free=round(gpus_free * share, 3))
     memories = [int(node.get("Resources", {}).get("memory", 0)) for node in alive]
+    node_gpus = [float(node.get("Resources", {}).get("GPU", 0.0)) for node in alive]
     return ClusterResources(
         nodes=len(alive),
         cpus_total=total.get("CPU", 0.0),
@@ -53,6 +54,7 @@ def summarize(
         memory_total_bytes=int(total.get("memory", 0)),
         memory_free_bytes=int(free.get("memory", 0)),
         largest_node_memory_bytes=max(memories, default=0),
+        largest_node_gpus=max(node_gpus, default=0.0),
     )
 
 

@@ -17,6 +17,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from studio.backends.log_files import slice_range
 from studio.blocking import BlockingCalls
 from studio.errors import NotFound, Unavailable
+from studio.ports import ActiveRun
 from studio.schemas.jobs import LaunchState, LaunchStatus
 
 T = TypeVar("T")
@@ -35,9 +36,23 @@ STATES: dict[JobStatus, LaunchState] = {
 JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
 
 
+# The metadata key naming the installation (its Ray namespace) that launched a run: installations
+# sharing a cluster never touch each other's runs.
+NAMESPACE_KEY = "studio_namespace"
+JOB_ID_KEY = "studio_job_id"
+
+
 class RayJobLauncher:
-    def __init__(self, address: str, *, python: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        python: str | None = None,
+        timeout_s: float = 30.0,
+        namespace: str = "mini-studio",
+    ) -> None:
         self._address = address
+        self._namespace = namespace
         self._python = python or sys.executable
         self._timeout_s = timeout_s
         self._client: JobSubmissionClient | None = None
@@ -92,7 +107,7 @@ class RayJobLauncher:
                 return client.submit_job(
                     entrypoint=entrypoint,
                     submission_id=submission_id,
-                    metadata=metadata,
+                    metadata={**metadata, NAMESPACE_KEY: self._namespace},
                     runtime_env=runtime_env,
                     entrypoint_num_cpus=num_cpus,
                     entrypoint_num_gpus=num_gpus or None,
@@ -141,6 +156,24 @@ class RayJobLauncher:
     async def release(self, ray_job_id: str) -> bool:
         """Return False: an ended Ray job holds no resources (Ray keeps its record and log itself)."""
         return False
+
+    async def active_runs(self) -> list[ActiveRun]:
+        """Return this installation's Ray jobs that are pending or running. Raises Unavailable."""
+
+        def active(client: JobSubmissionClient) -> list[ActiveRun]:
+            runs = []
+            for job in client.list_jobs():
+                metadata = job.metadata or {}
+                if (
+                    job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+                    and job.submission_id is not None
+                    and metadata.get(NAMESPACE_KEY) == self._namespace
+                    and JOB_ID_KEY in metadata
+                ):
+                    runs.append(ActiveRun(launch_id=job.submission_id, job_id=metadata[JOB_ID_KEY]))
+            return runs
+
+        return await self._call(active)
 
     async def logs(self, ray_job_id: str) -> str:
         """Return everything the job printed. Raises NotFound."""

@@ -82,6 +82,16 @@ def deploy(
     num_cpus: Annotated[float | None, typer.Option(min=0)] = None,
     num_gpus: Annotated[float | None, typer.Option(min=0)] = None,
     max_model_len: Annotated[int | None, typer.Option(min=16)] = None,
+    tensor_parallel_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Engine workers splitting each layer (one GPU each; default: every GPU of a replica)."
+        ),
+    ] = None,
+    pipeline_parallel_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Engine stages splitting the layers (GPUs only; may span nodes)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a model; wait until it answers. Exits 1 if it failed to start."""
@@ -94,8 +104,13 @@ def deploy(
         "num_gpus": num_gpus,
     }
     body.update({k: v for k, v in options.items() if v is not None})
-    if max_model_len is not None:
-        body["engine"] = {"max_model_len": max_model_len}
+    engine = {
+        "max_model_len": max_model_len,
+        "tensor_parallel_size": tensor_parallel_size,
+        "pipeline_parallel_size": pipeline_parallel_size,
+    }
+    if any(v is not None for v in engine.values()):
+        body["engine"] = {k: v for k, v in engine.items() if v is not None}
     with state(ctx).client() as api:
         try:
             deployment = _create(api, body)
@@ -123,7 +138,7 @@ def undeploy(
     target: Annotated[str, typer.Argument(help="A deployment id (dep-...) or a deployed model's name.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Undeploy a model (a base is refused while adapters are attached to it: undeploy those first)."""
+    """Undeploy a model; for a shared base model, drop your hold (it stops once nobody holds it)."""
     with state(ctx).client() as api:
         deployment_id = target
         if not target.startswith("dep-"):

@@ -9,6 +9,10 @@ Placement (`placement`): a base model or a full fine-tune runs its own model ser
 or a Kubernetes Deployment); a LoRA fine-tune on Serve is an *adapter* of its base's deployment, loaded
 into its replicas at runtime, so it answers within seconds without new replicas. On Kubernetes a LoRA
 fine-tune gets its own server: the base model with the adapter loaded at start.
+
+Shared bases: a base model's deployment is one server for every client allowed that base, owned by
+nobody. It records its *holders* (the clients that asked for it, and `ADMIN_HOLDER` when an admin did);
+it runs while one holds it, and is undeployed when the last lets go (or an admin undeploys it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from studio.errors import Conflict
 DeploymentStatus = Literal["deploying", "ready", "failed", "deleting"]
 Target = Literal["serve", "kubernetes"]
 Placement = Literal["server", "adapter"]
+
+# The holder an admin's deploy records on a shared base (client ids never take this form).
+ADMIN_HOLDER = "admin"
 
 # Statuses in which the route exists for inference (a deploying one makes requests wait, bounded).
 LIVE: frozenset[str] = frozenset({"deploying", "ready"})

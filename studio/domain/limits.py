@@ -1,11 +1,12 @@
-"""Per-client limits: allowed base models, the request-rate window, storage quotas, the disk floor."""
+"""Per-client limits: allowed base models, the request-rate window, storage quotas, the disk floor,
+deployment caps."""
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
 
-from studio.errors import InsufficientStorage, StorageQuotaExceeded
+from studio.errors import InsufficientStorage, QuotaExceeded, StorageQuotaExceeded
 
 RATE_WINDOW_S = 60
 
@@ -123,3 +124,88 @@ def check_free_space(*, free_bytes: int, incoming_bytes: int, floor_bytes: int, 
             code="insufficient_storage",
             retry_after_s=retry_after_s,
         )
+
+
+# -- deployment caps --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentCaps:
+    """A client's caps on what its deployments hold, in total (from its `ClientLimits`)."""
+
+    max_deployments: int
+    max_replicas: int
+    max_cpus: float
+    max_gpus: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentUse:
+    """What deployments hold: how many, and their replicas, CPUs and GPUs at their `max_replicas`."""
+
+    deployments: int = 0
+    replicas: int = 0
+    cpus: float = 0.0
+    gpus: float = 0.0
+
+    def __add__(self, other: DeploymentUse) -> DeploymentUse:
+        return DeploymentUse(
+            deployments=self.deployments + other.deployments,
+            replicas=self.replicas + other.replicas,
+            cpus=self.cpus + other.cpus,
+            gpus=self.gpus + other.gpus,
+        )
+
+
+def deployment_use(
+    *, own_server: bool, running: bool, max_replicas: int, num_cpus: float, num_gpus: float
+) -> DeploymentUse:
+    """Return what one deployment holds: always one deployment; replicas x resources when it runs a
+    server of its own and is not failed (an adapter runs in its base's replicas; a failed one holds
+    nothing until it is redeployed)."""
+    if not (own_server and running):
+        return DeploymentUse(deployments=1)
+    return DeploymentUse(
+        deployments=1, replicas=max_replicas, cpus=max_replicas * num_cpus, gpus=max_replicas * num_gpus
+    )
+
+
+def check_deployment_caps(
+    caps: DeploymentCaps, used: DeploymentUse, asked: DeploymentUse, *, retry_after_s: int = 60
+) -> None:
+    """Refuse a deployment (or a hold on a shared one) that would take the client past a cap.
+
+    Raises:
+        QuotaExceeded: (429) naming the first cap passed, its value, what the client's deployments hold
+            now and what the request asks.
+    """
+    if used.deployments + asked.deployments > caps.max_deployments:
+        raise QuotaExceeded(
+            f"deployment limit: this client holds {used.deployments} deployments (its own and the shared "
+            f"bases it holds) and its limit is {caps.max_deployments} (max_deployments); undeploy one first",
+            code="deployment_limit",
+            retry_after_s=retry_after_s,
+        )
+    checks = (
+        (
+            "replicas",
+            "max_deployment_replicas",
+            "max_replicas",
+            used.replicas,
+            asked.replicas,
+            caps.max_replicas,
+        ),
+        ("GPUs", "max_deployment_gpus", "num_gpus", used.gpus, asked.gpus, caps.max_gpus),
+        ("CPUs", "max_deployment_cpus", "num_cpus", used.cpus, asked.cpus, caps.max_cpus),
+    )
+    for what, cap, param, held, more, limit in checks:
+        if more > 0 and held + more > limit:
+            raise QuotaExceeded(
+                f"deployment limit: {cap} is {limit:g} {what} for this client's deployments in total "
+                f"(max_replicas x resources per replica, over its own deployments and the shared bases it "
+                f"holds); they hold {held:g} now and this request asks {more:g} more; undeploy some or ask "
+                "an admin for a higher limit",
+                param=param,
+                code=f"{cap.removeprefix('max_')}_limit",
+                retry_after_s=retry_after_s,
+            )

@@ -14,6 +14,11 @@ class ClientLimits(BaseModel):
 
     max_concurrent_jobs: int = Field(default=2, ge=0, le=10_000)
     max_deployments: int = Field(default=2, ge=0, le=10_000)
+    # In total over the client's deployments (its own and the shared bases it holds), each counted at its
+    # max_replicas: replicas, and replicas x num_cpus / num_gpus. Past one: 429 naming it.
+    max_deployment_replicas: int = Field(default=8, ge=0, le=100_000)
+    max_deployment_cpus: float = Field(default=32.0, ge=0, le=1_000_000)
+    max_deployment_gpus: float = Field(default=8.0, ge=0, le=100_000)
     # Jobs waiting in the queue (created, not yet launched); more are refused with 429 until some launch.
     max_queued_jobs: int = Field(default=1000, ge=0, le=1_000_000)
     requests_per_minute: int = Field(default=600, ge=1, le=10_000_000)

@@ -1,16 +1,17 @@
 """Deployments of models for inference: the request bodies, the stored routing record, the public view.
 
 The stored `Deployment` is the `model_routing` document: the model name it serves, where (`target`,
-`app_name` / `service_url`), how (`placement`, `base_deployment` for an adapter), its status and owner.
+`app_name` / `service_url`), how (`placement`, `base_deployment` for an adapter), its status, its owner
+(a fine-tune's client) or, for a shared base, its holders.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from studio.domain.deployments import DeploymentStatus, Placement, Target
+from studio.domain.deployments import ADMIN_HOLDER, DeploymentStatus, Placement, Target
 from studio.domain.serving_plan import DeploymentPlan, KvCacheDtype, Quantization
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
@@ -142,11 +143,35 @@ class DeploymentFields(BaseModel):
 class Deployment(DeploymentFields):
     """A deployment as stored in `model_routing` (`_id` = `id`; `model` is unique among records)."""
 
+    # A fine-tune's owner. A shared base's creator (a client, or `ADMIN_HOLDER`), which grants nothing:
+    # what keeps a base running is `holders`.
     client_id: str
+    # A shared base (kind "base"): the clients holding it, and `ADMIN_HOLDER` when an admin deployed it.
+    # Empty for a fine-tune. Changed only by the store's `add_holder` / `drop_holder` (atomic).
+    holders: list[str] = Field(default_factory=list)
     # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
     model_source: str
     adapter_path: str | None = None
     updated_at: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _creator_holds_legacy_bases(cls, data: Any) -> Any:
+        # A base recorded before holders existed is held by the client that created it. An empty list
+        # is not the same: it is a base whose last holder just let go.
+        if isinstance(data, dict) and data.get("kind") == "base" and "holders" not in data:
+            return {**data, "holders": [data["client_id"]]} if "client_id" in data else data
+        return data
+
+    @property
+    def shared(self) -> bool:
+        """Whether this is a shared base (one server for every client allowed the model)."""
+        return self.kind == "base"
+
+    def held_by(self, holder: str) -> bool:
+        """Return whether `holder` (a client id or `ADMIN_HOLDER`) keeps this deployment: a holder of a
+        shared base, the owner of anything else."""
+        return holder in self.holders if self.shared else self.client_id == holder
 
 
 class DeploymentChanges(BaseModel):
@@ -160,17 +185,53 @@ class DeploymentChanges(BaseModel):
     ready_at: int | None = None
 
 
+_PRIVATE = {"client_id", "holders", "model_source", "adapter_path", "updated_at"}
+
+
 class DeploymentPublic(DeploymentFields):
     object: Literal["deployment"] = "deployment"
+    # A base model's deployment, shared by every client allowed the model and owned by none.
+    shared: bool = False
+    # Whether the caller holds it (a fine-tune: its owner does); undeploying a shared base drops the
+    # caller's hold, and the server stops once no client holds it.
+    held: bool = False
+    # A shared base: how many holders keep it (clients, and an admin's deploy counts one).
+    references: int | None = None
 
     @classmethod
-    def of(cls, deployment: Deployment) -> DeploymentPublic:
+    def of(cls, deployment: Deployment, *, viewer: str) -> DeploymentPublic:
+        """Return the deployment as `viewer` (a client id, or `ADMIN_HOLDER`) sees it."""
         return cls.model_validate(
-            deployment.model_dump(exclude={"client_id", "model_source", "adapter_path", "updated_at"})
+            deployment.model_dump(exclude=_PRIVATE)
+            | {
+                "shared": deployment.shared,
+                "held": deployment.held_by(viewer),
+                "references": len(deployment.holders) if deployment.shared else None,
+            }
+        )
+
+
+class DeploymentAdminPublic(DeploymentPublic):
+    """A deployment as an admin sees it: who created it and who holds it."""
+
+    client_id: str
+    holders: list[str]
+
+    @classmethod
+    def of_record(cls, deployment: Deployment) -> DeploymentAdminPublic:
+        public = DeploymentPublic.of(deployment, viewer=ADMIN_HOLDER)
+        return cls.model_validate(
+            public.model_dump() | {"client_id": deployment.client_id, "holders": deployment.holders}
         )
 
 
 class DeploymentList(BaseModel):
     object: Literal["list"] = "list"
     data: list[DeploymentPublic]
+    has_more: bool = False
+
+
+class DeploymentAdminList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeploymentAdminPublic]
     has_more: bool = False

@@ -95,13 +95,30 @@ class MethodIn(BaseModel):
         return (self.supervised or SupervisedMethod()).hyperparameters
 
 
-class WandbIntegrationIn(BaseModel):
-    """OpenAI's `integrations[]` entry for Weights & Biases (read, so a refusal can name it)."""
+WandbName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class WandbRunSettings(BaseModel):
+    """OpenAI's `FineTuningJobWandbIntegration`: where the job's W&B run goes (`name`: the job id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: WandbName
+    name: WandbName | None = None
+    entity: WandbName | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None, max_length=20)
+
+
+class WandbIntegration(BaseModel):
+    """OpenAI's `integrations[]` entry for Weights & Biases; stored on the job and echoed as sent."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["wandb"]
-    wandb: dict[str, Any]
+    wandb: WandbRunSettings
+
+
+WandbIntegrationIn = WandbIntegration
 
 
 class JobCreate(BaseModel):
@@ -117,7 +134,8 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(default=None, max_length=40)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
-    integrations: list[WandbIntegrationIn] | None = Field(default=None, max_length=10)
+    # One W&B run per job: a second entry would log the same metrics twice.
+    integrations: list[WandbIntegration] | None = Field(default=None, max_length=1)
     priority: int = Field(
         default=0,
         ge=MIN_PRIORITY,
@@ -273,6 +291,8 @@ class Job(BaseModel):
     result_files: list[str] = Field(default_factory=list)
     # Mini Studio's: where the final model (adapter or full weights) lies on the cluster's disk.
     output_model_path: str | None = None
+    # OpenAI's: the integrations the job was created with (a W&B run), echoed by the API.
+    integrations: list[WandbIntegration] = Field(default_factory=list)
     # When its fine-tuned model was deleted (`DELETE /v1/models/{id}`): the model no longer lists.
     model_deleted_at: int | None = None
     # Cancelled while its Ray job could not be stopped (Jobs API down): the tracker stops it later.
@@ -388,7 +408,7 @@ class JobPublic(BaseModel):
     training_file: str
     validation_file: str | None
     estimated_finish: int | None
-    integrations: list[Any] = Field(default_factory=list)
+    integrations: list[WandbIntegration] = Field(default_factory=list)
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
     fine_tuning_method: FineTuningMethod
@@ -443,6 +463,7 @@ class JobPublic(BaseModel):
             progress=job.progress,
             priority=job.priority,
             output_model_path=job.output_model_path,
+            integrations=job.integrations,
             queue=queue,
         )
 
@@ -557,6 +578,8 @@ class ClusterResources(BaseModel):
     memory_total_bytes: int
     memory_free_bytes: int
     largest_node_memory_bytes: int
+    # GPUs of the live node with the most (what one STRICT_PACK placement group can get at most).
+    largest_node_gpus: float = 0.0
 
 
 class JobEstimate(BaseModel):

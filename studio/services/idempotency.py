@@ -7,6 +7,12 @@ body, a 409 `idempotency_key_reused`. One arriving while the first still runs wa
 its answer, then gets a 409 `idempotency_key_in_progress` that the SDK may retry. A create that raises
 drops its claim, so a retry runs it. Records expire after `ttl_s` (a TTL index in the store).
 
+A streamed create (a multipart upload) cannot be fingerprinted before it runs: `run_streamed` claims
+the key first with a placeholder hash for its path (`pending:` + scope), reads the body while the
+create runs, and stores the body's real fingerprint with the answer. A repeat waits for that answer,
+then reads (hashes, discards) its own body and compares: the same -> the stored answer, nothing
+written twice; another -> 409.
+
 The business services know nothing of this: the API wraps a create in `IdempotencyService.run`.
 """
 
@@ -26,6 +32,8 @@ from studio.schemas.idempotency import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 POLL_S = 0.05
+# The hash a streamed create claims its key with until its body has been read.
+PENDING_PREFIX = "pending:"
 
 
 class IdempotencyRepository(Protocol):
@@ -37,7 +45,17 @@ class IdempotencyRepository(Protocol):
 
     async def get(self, record_id: str) -> IdempotencyRecord | None: ...
 
-    async def complete(self, *, record_id: str, request_hash: str, status_code: int, body: str) -> None: ...
+    async def complete(
+        self,
+        *,
+        record_id: str,
+        request_hash: str,
+        status_code: int,
+        body: str,
+        final_hash: str | None = None,
+    ) -> None:
+        """Store the answer of the claim `request_hash` (its hash becomes `final_hash` when given)."""
+        ...
 
     async def release(self, *, record_id: str, request_hash: str) -> None: ...
 
@@ -66,6 +84,24 @@ def request_hash(*, method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def _check_key(key: str) -> None:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            param="Idempotency-Key",
+            code="invalid_idempotency_key",
+        )
+
+
+def _reused(key: str) -> Conflict:
+    return Conflict(
+        f"Idempotency-Key {key!r} was already used with another request; use a new key "
+        "for a different request",
+        param="Idempotency-Key",
+        code="idempotency_key_reused",
+    )
+
+
 class IdempotencyService:
     """Runs creates at most once per client and `Idempotency-Key`."""
 
@@ -84,43 +120,93 @@ class IdempotencyService:
             (`idempotency_key_reused`). KeyInProgress: its first request still runs after `wait_s`.
             Whatever `create` raises (the key is then free again).
         """
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            raise InvalidInput(
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
-                param="Idempotency-Key",
-                code="invalid_idempotency_key",
-            )
-        record_id = f"{client_id}:{key}"
+        _check_key(key)
         deadline = time.monotonic() + self._wait_s
         while True:
-            now = datetime.now(UTC)
-            claim = IdempotencyRecord(
-                id=record_id,
-                client_id=client_id,
-                key=key,
-                request_hash=fingerprint,
-                state="in_progress",
-                created_at=unix_now(),
-                expires_at=now + timedelta(seconds=self._ttl_s),
-            )
-            found = await self._repo.claim(claim, now=now)
+            claim, found = await self._claim(client_id=client_id, key=key, request_hash=fingerprint)
             if found is None:
                 return await self._run_claimed(claim, create)
             if found.request_hash != fingerprint:
-                raise Conflict(
-                    f"Idempotency-Key {key!r} was already used with another request; use a new key "
-                    "for a different request",
-                    param="Idempotency-Key",
-                    code="idempotency_key_reused",
-                )
+                raise _reused(key)
             if found.state == "done" and found.status_code is not None and found.body is not None:
                 return Answer(status_code=found.status_code, body=found.body, replayed=True)
-            if time.monotonic() >= deadline:
-                raise KeyInProgress(
-                    f"a request with Idempotency-Key {key!r} is still being processed; retry shortly",
-                    param="Idempotency-Key",
-                )
-            await asyncio.sleep(POLL_S)
+            await self._wait(key, deadline)
+
+    async def run_streamed(
+        self,
+        *,
+        client_id: str,
+        key: str,
+        scope: str,
+        create: Callable[[], Awaitable[tuple[Answer, str]]],
+        fingerprint: Callable[[], Awaitable[str]],
+    ) -> Answer:
+        """Return the answer of a create whose request is only known once its body is read.
+
+        `create()` reads the body, makes the object and returns its answer with the request's
+        fingerprint; `fingerprint()` reads the body without making anything (a repeat) and returns the
+        fingerprint. `scope` names the route (method and path), so a streamed claim still in progress
+        is told apart from another route's at once.
+
+        Raises:
+            as `run`; plus whatever `fingerprint` raises (an unreadable body).
+        """
+        _check_key(key)
+        pending = PENDING_PREFIX + scope
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            claim, found = await self._claim(client_id=client_id, key=key, request_hash=pending)
+            if found is None:
+                return await self._run_streamed_claim(claim, create)
+            if found.request_hash.startswith(PENDING_PREFIX) and found.request_hash != pending:
+                raise _reused(key)  # another route's streamed create holds the key
+            if found.state == "done" and found.status_code is not None and found.body is not None:
+                if await fingerprint() != found.request_hash:
+                    raise _reused(key)
+                return Answer(status_code=found.status_code, body=found.body, replayed=True)
+            await self._wait(key, deadline)
+
+    async def _claim(
+        self, *, client_id: str, key: str, request_hash: str
+    ) -> tuple[IdempotencyRecord, IdempotencyRecord | None]:
+        """Try to claim the key; return the claim and the live record that holds the key (None: ours)."""
+        now = datetime.now(UTC)
+        claim = IdempotencyRecord(
+            id=f"{client_id}:{key}",
+            client_id=client_id,
+            key=key,
+            request_hash=request_hash,
+            state="in_progress",
+            created_at=unix_now(),
+            expires_at=now + timedelta(seconds=self._ttl_s),
+        )
+        return claim, await self._repo.claim(claim, now=now)
+
+    async def _wait(self, key: str, deadline: float) -> None:
+        """Sleep before the next look at a key in progress; raise KeyInProgress past `deadline`."""
+        if time.monotonic() >= deadline:
+            raise KeyInProgress(
+                f"a request with Idempotency-Key {key!r} is still being processed; retry shortly",
+                param="Idempotency-Key",
+            )
+        await asyncio.sleep(POLL_S)
+
+    async def _run_streamed_claim(
+        self, claim: IdempotencyRecord, create: Callable[[], Awaitable[tuple[Answer, str]]]
+    ) -> Answer:
+        try:
+            answer, fingerprint = await create()
+        except BaseException:
+            await asyncio.shield(self._repo.release(record_id=claim.id, request_hash=claim.request_hash))
+            raise
+        await self._repo.complete(
+            record_id=claim.id,
+            request_hash=claim.request_hash,
+            status_code=answer.status_code,
+            body=answer.body,
+            final_hash=fingerprint,
+        )
+        return answer
 
     async def _run_claimed(self, claim: IdempotencyRecord, create: Callable[[], Awaitable[Answer]]) -> Answer:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from studio.config import TrackerSettings, TrainingSettings
+from studio.config import TrackerSettings, TrainingSettings, WandbSettings
 from studio.domain.datasets import format_mismatch
 from studio.domain.ids import unix_now
 from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
@@ -39,6 +39,7 @@ from studio.ports import (
     FileStore,
     JobRepository,
     ObjectStore,
+    StudioMetrics,
     TrainingLauncher,
 )
 from studio.schemas.jobs import (
@@ -49,10 +50,12 @@ from studio.schemas.jobs import (
     LaunchStatus,
 )
 from studio.schemas.queue import QueueSummary
+from studio.services.integrations import wandb_env, wandb_run
 from studio.services.job_journal import JobJournal
 from studio.services.job_results import JobResults, publish_quietly
 from studio.services.job_retention import EventRetention
 from studio.services.run_recorder import RunRecorder
+from studio.services.run_sweeper import UnaccountedRuns
 from studio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -102,10 +105,13 @@ class JobRunner:
         tracker: TrackerSettings,
         models_dir: Path,
         on_round: RoundObserver | None = None,
+        metrics: StudioMetrics | None = None,
         retention: EventRetention | None = None,
         results: JobResults | None = None,
+        wandb: WandbSettings | None = None,
     ) -> None:
         self._jobs = jobs
+        self._wandb = wandb
         self._journal = journal
         self._datasets = datasets
         self._models = base_models
@@ -118,6 +124,11 @@ class JobRunner:
             checkpoints=checkpoints,
             objects=objects,
             max_metrics_events=tracker.max_metrics_events_per_attempt,
+            metrics=metrics,
+        )
+        self._metrics = metrics
+        self._orphans = UnaccountedRuns(
+            launcher=launcher, jobs=jobs, journal=journal, interval_s=tracker.orphan_sweep_interval_s
         )
         self._clients = clients
         self._settings = settings
@@ -185,6 +196,11 @@ class JobRunner:
         now_followed = await self._jobs.list_followed()
         waiting, launched = await self._launch_from_queue(now_followed)
         await self._publish_queue(now_followed)
+        self._count_statuses(now_followed, launched=launched)
+        try:
+            await self._orphans.maybe_sweep(now_followed)
+        except StudioError as exc:
+            log.warning("could not list the cluster's training runs: %s", exc)
         if self._retention is not None:
             await self._retention.maybe_sweep()
         stats = RoundStats(
@@ -198,6 +214,15 @@ class JobRunner:
         if self._on_round is not None:
             self._on_round(stats)
         return stats
+
+    def _count_statuses(self, followed: list[Job], *, launched: int) -> None:
+        """Publish the jobs by status: the followed ones (read before this round's `launched` jobs,
+        which are queued until Ray runs them), plus the queue's waiting jobs as last read."""
+        if self._metrics is None:
+            return
+        counts: Counter[str] = Counter(job.status for job in followed if job.status != "cancelled")
+        counts["queued"] += launched + sum((self._waiting or {}).values())
+        self._metrics.jobs_in_status(dict(counts))
 
     async def _guarded(self, job: Job, step: Callable[[Job], Awaitable[T]]) -> T | None:
         """Return `step(job)`, or None when it raised: a dependency down is logged (the next round
@@ -371,6 +396,7 @@ class JobRunner:
             use_gpu=bool(resources and resources.num_gpus_per_worker > 0),
             cpus_per_worker=resources.num_cpus_per_worker if resources else self._settings.cpus_per_worker,
             ray_train=workers > 1,
+            wandb=wandb_run(job, self._wandb, output_dir=self._job_files.absolute(job.id)),
         )
 
     async def _launch(self, job: Job) -> bool:
@@ -407,6 +433,7 @@ class JobRunner:
             num_cpus=0 if distributed else config.cpus_per_worker,
             num_gpus=0 if distributed or resources is None else resources.num_gpus_per_worker,
             metadata={"studio_job_id": job.id, "client_id": job.client_id, "attempt": str(attempt)},
+            env=wandb_env(self._wandb) if config.wandb is not None else None,
         )
         launched = await self._jobs.update(
             job_id=job.id,
@@ -425,6 +452,11 @@ class JobRunner:
             return False
         how = "as a Ray actor" if launched.launcher == "actor" else "as a Ray job"
         await self._journal.record(launched, f"Launched {ray_job_id} {how} (attempt {attempt})")
+        if self._metrics is not None and attempt == 1:  # a retry's wait is not the queue's
+            created = job.created_ns / 1e9 if job.created_ns else job.created_at
+            self._metrics.job_launched(
+                model=job.model, client_id=job.client_id, queued_s=time.time() - created
+            )
         return True
 
     # -- following a Ray job ------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from studio.config import TrainingSettings
+from studio.config import TrainingSettings, WandbSettings
 from studio.domain.datasets import format_mismatch
 from studio.domain.ids import new_id, unix_now
 from studio.domain.jobs import TERMINAL, check_suffix
@@ -43,6 +43,7 @@ from studio.schemas.jobs import (
 )
 from studio.schemas.queue import QueuePosition
 from studio.services.base_models import BaseModelService
+from studio.services.integrations import check_integrations
 from studio.services.job_journal import JobJournal
 from studio.services.job_planning import decide_hyperparameters, plan_job
 from studio.services.memo import Memo
@@ -83,8 +84,10 @@ class JobService:
         compute: Compute | None,
         settings: TrainingSettings,
         storage: StorageGuard | None = None,
+        wandb: WandbSettings | None = None,
     ) -> None:
         self._jobs = jobs
+        self._wandb = wandb
         self._journal = journal
         self._events = events
         self._checkpoints = checkpoints
@@ -151,13 +154,7 @@ class JobService:
     async def _plan(self, client: Client, body: JobCreate) -> tuple[JobEstimate, list[Dataset]]:
         compute = self._require_compute()
         check_suffix(body.suffix)
-        if body.integrations:
-            raise InvalidInput(
-                "Weights & Biases integration is not available in this Mini Studio yet: remove "
-                "`integrations` (every step's metrics are in the job's events and its results file)",
-                param="integrations",
-                code="integration_not_supported",
-            )
+        check_integrations(body.integrations, self._wandb)
         model = await self._models.for_client(client, body.model)
         files = [await self._dataset(client.id, body.training_file, "training_file")]
         if body.validation_file is not None:
@@ -222,6 +219,7 @@ class JobService:
             suffix=body.suffix,
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
             metadata=body.metadata or {},
+            integrations=body.integrations or [],
             resources=estimate.resources,
             priority=body.priority,
             created_ns=time.time_ns(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ from studio.domain.ids import unix_now
 from studio.domain.jobs import fine_tuned_model_name
 from studio.domain.training_events import TrainingEvent, describe, keeps_metrics, parse_event_bytes
 from studio.errors import StudioError
-from studio.ports import CheckpointRepository, JobRepository, ObjectStore
+from studio.ports import CheckpointRepository, JobRepository, ObjectStore, StudioMetrics
 from studio.schemas.jobs import Checkpoint, CheckpointMetrics, Job, JobChanges, JobEvent, JobProgress
 from studio.services.job_journal import JobJournal
 
 log = logging.getLogger(__name__)
 
 PROGRESS_FIELDS = frozenset(JobProgress.model_fields)
+# Runs whose last reported token count is remembered (a tracker follows far fewer at once).
+TOKEN_MARKS_KEPT = 1024
 
 
 class RunRecorder:
@@ -36,8 +39,13 @@ class RunRecorder:
         checkpoints: CheckpointRepository,
         objects: ObjectStore | None,
         max_metrics_events: int,
+        metrics: StudioMetrics | None = None,
     ) -> None:
+        """`metrics` counts the tokens trained, from each training step's metrics event."""
         self._jobs = jobs
+        self._metrics = metrics
+        # Per run attempt: the cumulative `trained_tokens` of the last step counted.
+        self._token_marks: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._journal = journal
         self._checkpoints = checkpoints
         self._objects = objects
@@ -61,6 +69,7 @@ class RunRecorder:
         for event in events:
             fields = event.fields
             if event.type == "metrics":
+                self._count_tokens(job, fields.get("trained_tokens"), fresh=progress.step == 0)
                 progress = progress.model_copy(
                     update={k: v for k, v in fields.items() if k in PROGRESS_FIELDS and v is not None}
                 )
@@ -78,6 +87,24 @@ class RunRecorder:
             changes.estimated_finish = unix_now() + int(progress.eta_seconds)
         updated = await self._jobs.update(job_id=job.id, expected=job.status, changes=changes)
         return updated or job
+
+    def _count_tokens(self, job: Job, trained: Any, *, fresh: bool) -> None:
+        """Count the tokens trained since the attempt's last step counted (a step's event carries the
+        run's cumulative count). The first step seen of an attempt counts from 0 when the job has no
+        step recorded yet (`fresh`) on its first attempt; otherwise (a resumed run, whose count starts
+        at its checkpoint's, or a tracker restarted mid-run) it only sets the mark, so nothing is
+        counted twice, at the cost of that one step."""
+        if self._metrics is None or not isinstance(trained, int):
+            return
+        key = (job.id, job.attempts)
+        mark = self._token_marks.pop(key, None)
+        if mark is None:
+            mark = 0 if fresh and job.attempts <= 1 else trained
+        self._token_marks[key] = max(mark, trained)
+        while len(self._token_marks) > TOKEN_MARKS_KEPT:
+            self._token_marks.popitem(last=False)
+        if trained > mark:
+            self._metrics.tokens_trained(model=job.model, client_id=job.client_id, tokens=trained - mark)
 
     def _stores_metrics(self, fields: dict[str, Any], progress: JobProgress) -> bool:
         """Return whether a metrics event is stored: training steps are thinned on long runs to

@@ -1,11 +1,14 @@
-"""vLLM engine settings for a model server, and the zero adapter that base-model requests run through.
+"""vLLM engine settings for a model server, and the zero adapter base requests fall back to on CPU.
 
 Findings behind these settings (docs/research/vllm-cpu-serving.md):
 - `VLLM_ENABLE_V1_MULTIPROCESSING=0` with the "uni" executor: without it vLLM's CPU platform turns
   "uni" into "mp" and adds a worker process (+0.9 GiB); the engine core still runs in its own process.
-- Base requests go through an all-zero LoRA adapter, never without one: vLLM's CPU LoRA kernels apply
-  the last adapter slot to no-adapter rows of a mixed batch (index -1), so a base request batched with
-  a fine-tune's would get that fine-tune (vLLM PRs #48421 / #49656). Zero weights leave the base as is.
+- Base requests run without an adapter (`lora_request=None`, the base model's own speed). vLLM's CPU
+  LoRA kernels apply the last adapter slot to no-adapter rows of a mixed batch (index -1), so a base
+  request batched with a fine-tune's would get that fine-tune (vLLM PRs #48421 / #49656): on CPU the
+  engine's workers carry `lora_patch` (through the worker extension `lora_worker`), which fixes that.
+  Where the patch does not fit the installed vLLM, base requests go through an all-zero adapter
+  instead (correct, about 0.3x the speed). GPU kernels skip -1 rows: nothing to patch there.
 - Adapters are registered (`add_lora`) before any request names them: a bad adapter path reaching
   `generate` kills the engine core, while `add_lora` only raises.
 - Several workers (tensor / pipeline parallel): on GPUs, vLLM's Ray executor, whose workers take the GPU
@@ -68,11 +71,31 @@ def prepare_scratch(scratch_dir: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def engine_args(spec: ServerSpec) -> dict[str, Any]:
-    """Return the keyword arguments of vLLM's `AsyncEngineArgs` for `spec`."""
+# vLLM imports this class in each engine worker process, which installs `lora_patch` there.
+LORA_ROWS_EXTENSION = "studio.serving.lora_worker.LoraRowsFix"
+
+
+def zero_adapter_reason(spec: ServerSpec) -> str | None:
+    """Return why base requests of `spec` must run through the zero adapter, or None when they can run
+    without one: no adapters, GPU kernels (correct for no-adapter rows), or `lora_patch` fits."""
+    if not spec.adapters or spec.use_gpu:
+        return None
+    from studio.serving import lora_patch
+
+    return lora_patch.check()
+
+
+def engine_args(spec: ServerSpec, *, zero_adapter: bool = False) -> dict[str, Any]:
+    """Return the keyword arguments of vLLM's `AsyncEngineArgs` for `spec`.
+
+    `zero_adapter`: base requests go through an all-zero adapter registered under the model's name
+    (the engine serves itself as `ENGINE_MODEL_NAME` and keeps a slot for it); else, on CPU with
+    adapters, the engine's workers load the LoRA row fix.
+    """
+    zero_adapter = zero_adapter and spec.adapters
     args: dict[str, Any] = {
         "model": spec.model_source,
-        "served_model_name": [ENGINE_MODEL_NAME if spec.adapters else spec.model_name],
+        "served_model_name": [ENGINE_MODEL_NAME if zero_adapter else spec.model_name],
         "dtype": spec.dtype,
         "disable_log_stats": True,
         "tensor_parallel_size": spec.tensor_parallel_size,
@@ -85,13 +108,15 @@ def engine_args(spec: ServerSpec) -> dict[str, Any]:
     if spec.max_model_len is not None:
         args["max_model_len"] = spec.max_model_len
     if spec.adapters:
-        slots = spec.max_adapters + 1  # + the zero adapter of base requests
+        slots = spec.max_adapters + (1 if zero_adapter else 0)  # + the zero adapter of base requests
         args |= {
             "enable_lora": True,
             "max_loras": slots,
             "max_cpu_loras": slots,
             "max_lora_rank": spec.max_lora_rank,
         }
+        if not zero_adapter and not spec.use_gpu:
+            args["worker_extension_cls"] = LORA_ROWS_EXTENSION
     if spec.use_gpu:
         args["gpu_memory_utilization"] = spec.gpu_memory_utilization
         if spec.workers > 1:

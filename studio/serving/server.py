@@ -27,6 +27,7 @@ from studio.serving.engine import (
     engine_args,
     prepare_scratch,
     write_zero_adapter,
+    zero_adapter_reason,
 )
 from studio.serving.errors import ModelRequestError
 from studio.serving.spec import ServerSpec
@@ -67,7 +68,11 @@ class ModelServer:
         self._spec = spec
         self._scratch = Path(spec.scratch_dir)
         prepare_scratch(spec.scratch_dir)
-        self._args = AsyncEngineArgs(**engine_args(spec))
+        reason = zero_adapter_reason(spec)
+        if reason is not None:
+            log.warning("base requests of %s go through a zero adapter (slower): %s", spec.model_name, reason)
+        self._zero_adapter = reason is not None
+        self._args = AsyncEngineArgs(**engine_args(spec, zero_adapter=self._zero_adapter))
         self._engine = AsyncLLM.from_engine_args(self._args)
         self._adapter_paths: dict[str, str] = {}
         self._loop = asyncio.get_running_loop()
@@ -77,7 +82,11 @@ class ModelServer:
         )(self._loader())
 
     async def _prepare(self) -> None:
-        """Build vLLM's OpenAI serving objects and register the zero adapter of base requests."""
+        """Build vLLM's OpenAI serving objects; make sure base requests cannot get an adapter's weights.
+
+        Raises:
+            RuntimeError: an engine worker did not take the LoRA row fix (the replica must not serve).
+        """
         import argparse
 
         from starlette.datastructures import State
@@ -88,9 +97,13 @@ class ModelServer:
         self._state = State()
         tasks = await self._engine.get_supported_tasks()
         await init_app_state(self._engine, self._state, namespace, supported_tasks=tasks)
-        if self._spec.adapters:
+        if self._zero_adapter:
             zero = write_zero_adapter(self._spec.model_source, self._scratch / f"zero-adapter-{os.getpid()}")
             await self._register(self._spec.model_name, str(zero))
+        elif self._spec.adapters and not self._spec.use_gpu:
+            fixed = await self._engine.collective_rpc("mini_studio_lora_rows_fixed", timeout=60)
+            if not fixed or not all(fixed):
+                raise RuntimeError(f"the LoRA row fix is not active in every engine worker: {fixed}")
 
     async def _register(self, name: str, path: str) -> None:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
@@ -139,6 +152,28 @@ class ModelServer:
             "adapters": self._spec.adapters,
         }
 
+    async def engine_settings(self) -> JsonObject:
+        """Return this replica's effective engine settings, how base requests run and the adapter
+        directories it knows (benchmarks start a plain `vllm serve` with the same)."""
+        await self._ready
+        config = self._engine.vllm_config
+        lora = config.lora_config
+        return {
+            "model_source": self._spec.model_source,
+            "served_model_name": self._args.served_model_name,
+            "dtype": str(config.model_config.dtype).removeprefix("torch."),
+            "max_model_len": config.model_config.max_model_len,
+            "max_num_seqs": config.scheduler_config.max_num_seqs,
+            "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
+            "enforce_eager": config.model_config.enforce_eager,
+            "kv_cache_memory_bytes": config.cache_config.kv_cache_memory_bytes,
+            "max_loras": lora.max_loras if lora else None,
+            "max_lora_rank": lora.max_lora_rank if lora else None,
+            "base_requests": "zero adapter" if self._zero_adapter else "no adapter",
+            "adapters": dict(self._adapter_paths),
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "OMP_"))},
+        }
+
     async def check_health(self) -> None:
         """Serve's health check: the engine core must be alive (a dead one gets the replica replaced)."""
         if self._ready.done() and self._ready.exception() is not None:
@@ -151,10 +186,11 @@ class ModelServer:
         return {"adapter": name}
 
     async def _select(self, adapter_path: str | None) -> str:
-        """Return the model name the request runs as: the adapter it names, else the base (zero adapter)."""
+        """Return the model name the request runs as: the adapter it names, else the base (the engine's
+        own model, or the zero adapter registered under its name)."""
         await self._ready
         adapter = serve.get_multiplexed_model_id()
-        if not adapter:  # the base: through the zero adapter registered under its name, if adapters
+        if not adapter:
             return self._spec.model_name
         if adapter_path is None:
             raise ModelRequestError(400, f"no adapter directory given for {adapter!r}")

@@ -12,7 +12,8 @@ class ServerSpec:
 
     `model_name` is the public name requests carry (a base model or a full fine-tune's `ft:` name);
     `model_source` a local directory or a hub id. With `adapters` set (base models) the engine takes
-    LoRA adapters at runtime, and base requests run through an all-zero adapter (see `engine.py`).
+    LoRA adapters at runtime; base requests run without one (on CPU with vLLM's LoRA kernels patched,
+    else through an all-zero adapter: see `engine.py`).
     """
 
     model_name: str

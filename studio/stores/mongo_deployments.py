@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from studio.domain.deployments import DeploymentStatus
+from studio.domain.deployments import LIVE, DeploymentStatus
 from studio.errors import Conflict
 from studio.schemas.deployments import Deployment, DeploymentChanges
 from studio.stores.documents import from_document, to_document
@@ -66,6 +66,42 @@ class MongoDeploymentRepository:
         found.update((d.id, d) for d in await self._find({"kind": "base"}))
         return sorted(found.values(), key=lambda d: (d.created_at, d.id))
 
+    async def list_held(self, client_id: str) -> builtins.list[Deployment]:
+        # Two indexed reads, as above: what it created (a fine-tune it owns, a base it may have let go)
+        # and the shared bases it holds; the caller keeps those it holds (`Deployment.held_by`).
+        found = {d.id: d for d in await self._find({"client_id": client_id})}
+        found.update((d.id, d) for d in await self._find({"holders": client_id}))
+        return sorted(found.values(), key=lambda d: (d.created_at, d.id))
+
+    async def _record_holders(self, deployment: Deployment) -> None:
+        # A base stored before holders existed: write the holders it is read with (its creator), so the
+        # atomic updates below have a list to work on. A no-op for every newer record.
+        with mongo_errors():
+            await self._deployments.update_one(
+                {"_id": deployment.id, "holders": {"$exists": False}},
+                {"$set": {"holders": deployment.holders}},
+            )
+
+    async def add_holder(self, deployment: Deployment, holder: str) -> Deployment | None:
+        await self._record_holders(deployment)
+        with mongo_errors():
+            doc = await self._deployments.find_one_and_update(
+                {"_id": deployment.id, "status": {"$in": sorted(LIVE)}},
+                {"$addToSet": {"holders": holder}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return from_document(Deployment, doc)
+
+    async def drop_holder(self, deployment: Deployment, holder: str) -> Deployment | None:
+        await self._record_holders(deployment)
+        with mongo_errors():
+            doc = await self._deployments.find_one_and_update(
+                {"_id": deployment.id, "holders": holder},
+                {"$pull": {"holders": holder}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return from_document(Deployment, doc)
+
     async def list_in(self, statuses: builtins.list[DeploymentStatus]) -> builtins.list[Deployment]:
         return await self._find({"status": {"$in": statuses}})
 
@@ -73,12 +109,20 @@ class MongoDeploymentRepository:
         return await self._find({"base_deployment": base_deployment})
 
     async def update(
-        self, *, deployment_id: str, expected: DeploymentStatus, changes: DeploymentChanges
+        self,
+        *,
+        deployment_id: str,
+        expected: DeploymentStatus,
+        changes: DeploymentChanges,
+        unheld: bool = False,
     ) -> Deployment | None:
         fields = changes.model_dump(mode="json", exclude_unset=True)
+        query: dict[str, Any] = {"_id": deployment_id, "status": expected}
+        if unheld:
+            query["holders"] = {"$size": 0}
         with mongo_errors():
             doc = await self._deployments.find_one_and_update(
-                {"_id": deployment_id, "status": expected},
+                query,
                 {"$set": fields},
                 return_document=ReturnDocument.AFTER,
             )

@@ -51,12 +51,21 @@ class MongoIdempotencyRepository:
         with mongo_errors():
             return from_document(IdempotencyRecord, await self._keys.find_one({"_id": record_id}))
 
-    async def complete(self, *, record_id: str, request_hash: str, status_code: int, body: str) -> None:
-        """Store the answer of the request that claimed the key."""
+    async def complete(
+        self,
+        *,
+        record_id: str,
+        request_hash: str,
+        status_code: int,
+        body: str,
+        final_hash: str | None = None,
+    ) -> None:
+        """Store the answer of the request that claimed the key (and its hash, once known)."""
+        done = {"state": "done", "status_code": status_code, "body": body}
         with mongo_errors():
             await self._keys.update_one(
                 {"_id": record_id, "request_hash": request_hash, "state": "in_progress"},
-                {"$set": {"state": "done", "status_code": status_code, "body": body}},
+                {"$set": {**done, "request_hash": final_hash or request_hash}},
             )
 
     async def release(self, *, record_id: str, request_hash: str) -> None:

@@ -1,4 +1,8 @@
-"""`Cache` on Redis, with a short circuit breaker so an outage costs one timeout, not one per request."""
+"""`Cache` on Redis, with a short circuit breaker so an outage costs one timeout, not one per request.
+
+Works on Redis 6 and later (and Valkey): the rate limiter's window counter is a Lua script of INCR,
+TTL and EXPIRE, not `EXPIRE ... NX` (Redis 7 only), which the distributions' Redis 6 refuses.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,24 @@ from studio.errors import Unavailable
 
 T = TypeVar("T")
 
+# Increment KEYS[1]; give it a TTL of ARGV[1] seconds unless it has one (what `EXPIRE NX` does on 7+),
+# so the window starts at the first increment and a key somehow left without a TTL still gets one.
+# Atomic: a script runs alone on the server.
+INCR_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
 
 class RedisCache:
     def __init__(self, client: aioredis.Redis, *, retry_after_s: float) -> None:
         self._redis = client
         self._retry_after_s = retry_after_s
+        # EVALSHA, loading the script (EVAL) on the first call and after a server restart.
+        self._incr_window = client.register_script(INCR_WINDOW)
         self._down_until = 0.0
 
     @classmethod
@@ -58,14 +75,8 @@ class RedisCache:
         await self._call(self._redis.delete(*keys))
 
     async def incr_window(self, key: str, *, ttl_s: int) -> int:
-        async def bump() -> int:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, ttl_s, nx=True)
-                count, _ = await pipe.execute()
-            return int(count)
-
-        return await self._call(bump())
+        count = await self._call(self._incr_window(keys=[key], args=[ttl_s]))
+        return int(count)
 
     async def ping(self) -> None:
         await self._call(self._redis.ping(), probe=True)

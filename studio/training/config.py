@@ -25,6 +25,26 @@ STOP_FILE = "STOP"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+class WandbRun(BaseModel):
+    """A Weights & Biases run the job logs its metrics to (rank 0 only; see `studio.training.wandb_log`).
+
+    `run_id` is the job's id (a retried attempt resumes the same run); `directory` is where wandb writes
+    its files (the job's directory: an offline run lies under `<directory>/wandb/offline-run-*`). The
+    API key and a self-hosted server's URL come by environment (`WANDB_API_KEY`, `WANDB_BASE_URL`), never
+    in this file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: str = Field(min_length=1)
+    name: str | None = None
+    entity: str | None = None
+    tags: tuple[str, ...] = ()
+    mode: Literal["online", "offline"] = "offline"
+    run_id: str = Field(min_length=1)
+    directory: Path
+
+
 class TrainConfig(BaseModel):
     """Everything `train` needs; the supervisor writes it as JSON for `python -m studio.training`.
 
@@ -86,6 +106,7 @@ class TrainConfig(BaseModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
     ray_train: bool = False
+    wandb: WandbRun | None = None
 
     @field_validator("base_model", mode="before")
     @classmethod

@@ -80,7 +80,8 @@ def train(
     """Fine-tune `config.base_model` on `config.training_file`; return what was trained and where.
 
     Resumes from the latest checkpoint under `output_dir/checkpoints` when there is one. `report`
-    receives one metrics event per step, one per evaluation and one per checkpoint (rank 0 only).
+    receives one metrics event per step, one per evaluation and one per checkpoint (rank 0 only);
+    with `config.wandb` its metrics also go to that W&B run (`studio.training.wandb_log`).
     `should_stop` is polled between steps, on every rank: when it returns True on any rank, every
     rank stops before the same step, a checkpoint is written and the result has `stopped=True` and
     no final artifact. Metrics and `trained_tokens` count the tokens of all ranks.
@@ -94,6 +95,24 @@ def train(
             for the objective), a value is invalid, or `base_model` is not a local directory.
         RuntimeError: the checkpoint to resume from belongs to a different run.
     """
+    if config.wandb is None or report is None:
+        return _train(config, report=report, should_stop=should_stop)
+    from studio.training.wandb_log import WandbReporter
+
+    reporter = WandbReporter(config, report)
+    try:
+        return _train(config, report=reporter, should_stop=should_stop)
+    finally:
+        reporter.finish()
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    report: Report | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
+    """`train` without its W&B wrapping."""
     run = new_run(config, report)
     run.setup()
     evaluated_at = -1

@@ -14,7 +14,16 @@ steps and the ranks agree on the stop step (see `loop.train`), so rank 0 can che
 one node `output_dir` must be shared storage (it holds checkpoints that every rank resumes from).
 
 Paths: workers run in Ray Train's own working directory, so the config's paths are made absolute
-first. Ray Train's run state goes under `output_dir/ray_train/`.
+first.
+
+The dashboard's Train view: the run is named after the job (`output_dir`'s name, the job id: the
+tracker puts each job's files in `<jobs dir>/<job id>`), its storage is the jobs directory, so the
+run's folder is `output_dir` itself. Every rank calls `ray.train.report` once per step (a barrier
+in Ray Train V2, so every rank must), rank 0 with the metrics of the steps since its last report
+and, when it wrote one, the latest checkpoint. The checkpoint is registered where it lies, inside
+the run's folder (`checkpoint_upload_mode=NO_UPLOAD`): nothing is copied, storage is not doubled.
+Ray Train's own state of an earlier attempt (`checkpoint_manager_snapshot.json`) is removed before
+a run, so each attempt is a fresh Ray Train run; the loop resumes from its own checkpoints.
 """
 
 from __future__ import annotations
@@ -23,8 +32,6 @@ import os
 import queue
 import signal
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +40,9 @@ from typing import Any
 from studio.training.config import STOP_FILE, TrainConfig, TrainResult
 from studio.training.loop import Report
 
-RAY_TRAIN_DIR = "ray_train"
 _DRAIN_POLL_S = 0.2
+# Ray Train's record of the checkpoints reported to it, in the run's folder (`output_dir`).
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def fit(config: TrainConfig, *, report: Report) -> TrainResult:
@@ -55,6 +63,8 @@ def fit(config: TrainConfig, *, report: Report) -> TrainResult:
     os.environ["RAY_COLOR_PREFIX"] = "0"
     os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
     os.environ.setdefault("RAY_FLUSH_DRIVER_LOGS", "1")
+    # The run, its attempts and workers in the dashboard's Train view (off by default in Ray 2.60).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     import ray
 
     config = _absolute(config)
@@ -95,6 +105,8 @@ def _fit(config: TrainConfig, report: Report) -> TrainResult:
         resources["GPU"] = 1
     # No CPU: it must never compete with the workers for the job's CPUs.
     events = Queue(actor_options={"num_cpus": 0})
+    # A fresh Ray Train run per attempt (see the module's docstring).
+    (config.output_dir / RAY_TRAIN_SNAPSHOT).unlink(missing_ok=True)
     trainer = TorchTrainer(
         _train_worker,  # type: ignore[arg-type]  # V2 keeps rank 0's return value (stubs say None)
         train_loop_config={"config": config.model_dump(mode="json"), "events": events},
@@ -102,9 +114,8 @@ def _fit(config: TrainConfig, report: Report) -> TrainResult:
             num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            # A fresh name per run: Ray Train resumes its own state from an existing run folder.
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-            storage_path=str(config.output_dir / RAY_TRAIN_DIR),
+            name=run_name(config),
+            storage_path=str(config.output_dir.parent),
             # A failed run is not retried here: a user error would fail again, and the supervisor
             # decides about retries of the whole job (the loop resumes from its checkpoint).
             failure_config=FailureConfig(max_failures=0),
@@ -144,6 +155,11 @@ def _relayed(events: Any, report: Report) -> Iterator[None]:
         # The workers have returned: every put has completed, so an empty poll after this is the end.
         done.set()
         thread.join()
+
+
+def run_name(config: TrainConfig) -> str:
+    """Return the Ray Train run's name: the job id, which names the job's folder (`output_dir`)."""
+    return config.output_dir.name
 
 
 def _translate(exc: Exception) -> Exception:
@@ -187,9 +203,43 @@ def _train_worker(loop_config: dict[str, Any]) -> TrainResult | None:
     worker_config = config.model_copy(update={"rank": rank, "world_size": world_size, "device": device})
     events = loop_config["events"]
     stop_file = config.output_dir / STOP_FILE
+    steps = StepReports()
 
     def report(event: dict[str, Any]) -> None:
         events.put(event)  # blocks until queued: no event is lost when the worker returns
+        steps.add(event)
 
-    result = train(worker_config, report=report if rank == 0 else None, should_stop=stop_file.exists)
+    def should_stop() -> bool:
+        # Polled once per step on every rank, in step: where every rank can report to Ray Train.
+        steps.send()
+        return stop_file.exists()
+
+    result = train(worker_config, report=report if rank == 0 else None, should_stop=should_stop)
+    steps.send()  # the last steps, and the checkpoint a stop wrote
     return result if rank == 0 else None
+
+
+class StepReports:
+    """What rank 0 reported since its last `ray.train.report`: the metrics merged (later steps win), and
+    the last checkpoint. Other ranks hold nothing and report empty metrics, as Ray Train requires."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, Any] = {}
+        self.checkpoint: str | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "metrics":
+            self.metrics.update({k: v for k, v in event.items() if k != "type"})
+        elif event.get("type") == "checkpoint" and event.get("path"):
+            self.checkpoint = str(event["path"])
+
+    def send(self) -> None:
+        """Call `ray.train.report` (every rank, the same number of times) and start afresh."""
+        import ray.train
+        from ray.train import CheckpointUploadMode
+
+        checkpoint = ray.train.Checkpoint.from_directory(self.checkpoint) if self.checkpoint else None
+        ray.train.report(
+            self.metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD
+        )
+        self.metrics, self.checkpoint = {}, None

@@ -52,11 +52,13 @@ async def test_a_deployment_is_recorded_listed_and_undeployed(api: httpx.AsyncCl
     unavailable = await api.post("/v1/chat/completions", json=chat, headers=headers)
     assert_error(unavailable, 503, "serving_unavailable")
 
-    # Another client may use the shared base (it sees the deployment) but not undeploy it.
+    # Another client may use the shared base (it sees the deployment) but not undeploy it: it holds none.
+    assert deployment["shared"] and deployment["held"] and deployment["references"] == 1
     _, other = await new_client(api, name="other")
-    assert (await api.get(f"/v1/deployments/{deployment['id']}", headers=other)).status_code == 200
+    seen = await api.get(f"/v1/deployments/{deployment['id']}", headers=other)
+    assert seen.status_code == 200 and seen.json()["held"] is False
     assert_error(
-        await api.delete(f"/v1/deployments/{deployment['id']}", headers=other), 404, "deployment_not_found"
+        await api.delete(f"/v1/deployments/{deployment['id']}", headers=other), 404, "deployment_not_held"
     )
     _, walled = await new_client(api, name="walled", allowed_base_models=["acme/*"])
     assert_error(

@@ -175,17 +175,33 @@ async def test_a_job_create_gets_507_while_the_data_disk_is_under_its_floor(
     assert created.status_code == 200, created.text
 
 
-async def test_integrations_are_refused_naming_them_until_they_are_supported(
-    api_with_compute: httpx.AsyncClient, files: tuple[dict[str, str], dict[str, str]]
+async def test_wandb_is_refused_naming_the_missing_setting_and_echoed_once_configured(
+    api_with_compute: httpx.AsyncClient, files: tuple[dict[str, str], dict[str, str]], settings: Settings
 ) -> None:
     headers, ids = files
-    wandb = [{"type": "wandb", "wandb": {"project": "sweeps"}}]
-    for path in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/estimate"):
-        request = {"model": TINY_MODEL_NAME, "training_file": ids["chat"], "integrations": wandb}
-        refused = await api_with_compute.post(path, json=request, headers=headers)
-        assert refused.status_code == 400, refused.text
-        error = refused.json()["error"]
-        assert (error["code"], error["param"]) == ("integration_not_supported", "integrations")
-        assert refused.headers["x-should-retry"] == "false"
+    wandb = [{"type": "wandb", "wandb": {"project": "sweeps", "tags": ["geo"]}}]
+    request = {"model": TINY_MODEL_NAME, "training_file": ids["chat"], "integrations": wandb}
+    for mode, setting in ((None, "STUDIO_WANDB__MODE"), ("online", "STUDIO_WANDB__API_KEY")):
+        settings.wandb.mode = mode
+        for path in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/estimate"):
+            refused = await api_with_compute.post(path, json=request, headers=headers)
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert (error["code"], error["param"]) == ("integration_not_configured", "integrations")
+            assert setting in error["message"] and refused.headers["x-should-retry"] == "false"
     listed = await api_with_compute.get("/v1/fine_tuning/jobs", headers=headers)
     assert listed.json()["data"] == []
+
+    settings.wandb.mode = "offline"
+    created = await api_with_compute.post("/v1/fine_tuning/jobs", json=request, headers=headers)
+    assert created.status_code == 200, created.text
+    echoed = [
+        {"type": "wandb", "wandb": {"project": "sweeps", "name": None, "entity": None, "tags": ["geo"]}}
+    ]
+    assert created.json()["integrations"] == echoed
+    job = await sdk(api_with_compute, headers).fine_tuning.jobs.retrieve(created.json()["id"])
+    assert job.integrations and job.integrations[0].wandb.project == "sweeps"
+    two = await api_with_compute.post(
+        "/v1/fine_tuning/jobs", json={**request, "integrations": wandb * 2}, headers=headers
+    )
+    assert two.status_code in (400, 422) and "integrations" in two.text

@@ -14,6 +14,7 @@ from studio.config import Settings
 from studio.errors import NotFound
 from studio.services.idempotency import Answer, IdempotencyService, KeyInProgress
 from studio.stores.mongo import MongoStore
+from tests.api.datasets_data import chat_rows, jsonl
 from tests.contract.conftest import TINY, Tenant
 from tests.contract.strict import ERROR_OMITTED, ErrorBody, assert_openai_shape
 from tests.contract.test_api_shapes import JOB_EXTRAS, JOB_OMITTED
@@ -135,3 +136,98 @@ async def test_an_expired_key_runs_again(store: MongoStore) -> None:
     with pytest.raises(NotFound):
         await service.run(client_id="c", key="old", fingerprint="b", create=make)
     assert await store.idempotency.get("c:old") is None
+
+
+# -- multipart creates: the key claimed before the body is read, the body hashed as it is written --
+
+
+async def upload(
+    tenant: Tenant,
+    content: bytes,
+    key: str | None,
+    *,
+    path: str = "/v1/files",
+    filename: str = "train.jsonl",
+    field: str = "file",
+    data: dict[str, str] | None = None,
+) -> httpx.Response:
+    headers = {**tenant.headers, **({"Idempotency-Key": key} if key else {})}
+    return await tenant.api.post(
+        path,
+        files={field: (filename, content, "application/jsonl")},
+        data={"purpose": "fine-tune"} if data is None else data,
+        headers=headers,
+    )
+
+
+def stored_files(settings: Settings, tenant: Tenant) -> list[str]:
+    folder = settings.datasets_dir / tenant.client_id
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+async def test_a_repeated_file_upload_is_the_same_file_and_stores_nothing(
+    tenant: Tenant, settings: Settings
+) -> None:
+    content = jsonl(chat_rows(30, seed=3))
+    answers = await asyncio.gather(*(upload(tenant, content, "file-key") for _ in range(4)))
+    assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert sum(answer.headers.get("idempotent-replayed") == "true" for answer in answers) == 3
+    assert stored_files(settings, tenant) == [answers[0].json()["id"]]
+
+    # The same bytes under another name are another request: a 409, though without the key the
+    # studio would answer with the file it has for these bytes.
+    renamed = await upload(tenant, content, "file-key", filename="other.jsonl")
+    assert renamed.status_code == 409 and renamed.json()["error"]["code"] == "idempotency_key_reused"
+    other = await upload(tenant, jsonl(chat_rows(31, seed=3)), "file-key")
+    assert other.status_code == 409 and other.headers["x-should-retry"] == "false"
+    assert_openai_shape(other.json(), ErrorBody, omitted=ERROR_OMITTED)
+    # The key used on /v1/files is not reusable on the original upload path either.
+    elsewhere = await upload(tenant, content, "file-key", path="/fine_tuning/upload-dataset")
+    assert elsewhere.status_code == 409
+    assert stored_files(settings, tenant) == [answers[0].json()["id"]]
+
+
+async def test_upload_dataset_replays_its_201_and_a_failed_upload_frees_the_key(
+    tenant: Tenant, settings: Settings
+) -> None:
+    content = jsonl(chat_rows(25, seed=5))
+    refused = await upload(
+        tenant, content, "ds-key", path="/fine_tuning/upload-dataset", data={"purpose": "x"}
+    )
+    assert refused.status_code == 400 and stored_files(settings, tenant) == []
+    first = await upload(tenant, content, "ds-key", path="/fine_tuning/upload-dataset", data={})
+    again = await upload(tenant, content, "ds-key", path="/fine_tuning/upload-dataset", data={})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert stored_files(settings, tenant) == [first.json()["dataset_id"]]
+
+
+async def test_a_repeated_upload_part_is_the_same_part(tenant: Tenant) -> None:
+    part = jsonl(chat_rows(20, seed=9))
+    body = {
+        "filename": "big.jsonl",
+        "purpose": "fine-tune",
+        "bytes": 2 * len(part),
+        "mime_type": "text/jsonl",
+    }
+    created = await tenant.api.post("/v1/uploads", json=body, headers=tenant.headers)
+    assert created.status_code == 200, created.text
+    parts_path = f"/v1/uploads/{created.json()['id']}/parts"
+    first, again = [
+        await upload(tenant, part, "part-1", path=parts_path, field="data", data={}) for _ in range(2)
+    ]
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = await upload(tenant, part[:-1] + b" \n", "part-1", path=parts_path, field="data", data={})
+    assert other.status_code == 409
+    second = await upload(tenant, part, None, path=parts_path, field="data", data={})
+    assert second.status_code == 200 and second.json()["id"] != first.json()["id"]
+    # Two parts, not three: the replay added none (the sizes add up to the upload's declared bytes).
+    done = await tenant.api.post(
+        f"/v1/uploads/{created.json()['id']}/complete",
+        json={"part_ids": [first.json()["id"], second.json()["id"]]},
+        headers=tenant.headers,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed"

@@ -29,27 +29,9 @@ from tests.api.conftest import running_api
 from tests.api.datasets_data import jsonl
 from tests.api.test_datasets import sdk
 from tests.conftest import S3Endpoint, make_settings
-from tests.helpers import state_after_running
+from tests.helpers import TINY, capitals, state_after_running
 
 pytestmark = pytest.mark.integration
-
-CAPITALS = {
-    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid",
-    "Germany": "Berlin", "Canada": "Ottawa", "Egypt": "Cairo", "Kenya": "Nairobi",
-}  # fmt: skip
-TINY = "mini-studio/tiny-llama"
-
-
-def capitals(rows: int = 64) -> bytes:
-    """A learnable mapping: each country's capital, always in the same answer shape."""
-    names = list(CAPITALS)
-    return jsonl([
-        {"messages": [
-            {"role": "user", "content": f"What is the capital of {names[i % 8]}?"},
-            {"role": "assistant", "content": f"The capital of {names[i % 8]} is {CAPITALS[names[i % 8]]}."},
-        ]}
-        for i in range(rows)
-    ])  # fmt: skip
 
 
 class RunnerNotifier:
@@ -83,7 +65,7 @@ async def jobs_stack(
     `jobs_address`. `launcher`: the tracker's and the API's launcher instead of the Jobs API's.
     """
     assert settings.store.mongo_url is not None
-    launcher = launcher or RayJobLauncher(jobs_address)
+    launcher = launcher or RayJobLauncher(jobs_address, namespace=settings.ray.namespace)
     api_launcher = RayJobLauncher(api_jobs_address, timeout_s=2) if api_jobs_address else launcher
     mongo_url = settings.store.mongo_url.get_secret_value()
     async with open_job_runner(settings, mongo_url=mongo_url, launcher=launcher) as runner:

@@ -16,6 +16,7 @@ from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.ids import new_id
 from studio.domain.jobs import classify_exit, launcher_of
 from studio.errors import NotFound
+from studio.ports import ActiveRun
 from tests.helpers import events_of, job_config, wait_until_done
 from tests.servers import free_port
 
@@ -83,14 +84,16 @@ async def test_a_run_trains_once_and_its_log_reads_from_any_offset(
 
 
 async def test_stop_checkpoints_and_ends_the_run_as_stopped(actors: RayActorLauncher, tmp_path: Path) -> None:
+    job_id = new_id("ftjob")
     launch_id = await actors.submit(
-        submission_id=new_id("ftjob"),
+        submission_id=f"{job_id}-attempt-1",
         config_path=str(job_config(tmp_path, epochs=100)),
         num_cpus=1,
         num_gpus=0,
-        metadata={"studio_job_id": "ftjob-stop"},
+        metadata={"studio_job_id": job_id},
     )
     await wait_until_training(actors, launch_id)
+    assert ActiveRun(launch_id=launch_id, job_id=job_id) in await actors.active_runs()
     assert await actors.stop(launch_id)
     status = await wait_until_done(actors, launch_id)
     logs = await actors.logs(launch_id)
@@ -102,6 +105,7 @@ async def test_stop_checkpoints_and_ends_the_run_as_stopped(actors: RayActorLaun
     assert not await actors.stop(launch_id)  # ended: nothing left to stop, still readable
     assert (await actors.status(launch_id)).state == "stopped"
     await actors.release(launch_id)
+    assert launch_id not in [run.launch_id for run in await actors.active_runs()]
 
 
 async def test_a_killed_actor_is_not_found_and_takes_its_process(

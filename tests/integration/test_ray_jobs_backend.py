@@ -13,6 +13,7 @@ from studio.backends.ray_job_records import RayJobRecords
 from studio.backends.ray_jobs import RayJobLauncher
 from studio.domain.ids import new_id
 from studio.errors import NotFound, Unavailable
+from studio.ports import ActiveRun
 from tests.helpers import events_of, job_config, wait_until_done
 from tests.servers import free_port
 
@@ -57,8 +58,12 @@ async def test_stop_ends_a_running_job(ray_cluster: str, tmp_path: Path) -> None
         await asyncio.sleep(0.2)
     records = RayJobRecords(timeout_s=10)
     assert (await records.status(submitted)).state == "running"
+    # Listed for the tracker's comparison with the store, by this installation only.
+    assert ActiveRun(launch_id=submitted, job_id="ftjob-stop") in await launcher.active_runs()
+    assert not await RayJobLauncher(ray_cluster, namespace="another-studio").active_runs()
     assert await records.stop(submitted)  # through its supervisor actor, as the Jobs API does
     assert (await wait_until_done(launcher, submitted)).state == "stopped"
+    assert submitted not in [run.launch_id for run in await launcher.active_runs()]
     assert (await records.status(submitted)).state == "stopped" and not await records.stop(submitted)
     with pytest.raises(NotFound):
         await launcher.status("raysubmit_does_not_exist")

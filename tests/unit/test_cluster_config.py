@@ -195,8 +195,9 @@ def test_network_policies_keep_the_dashboard_and_gcs_to_ray_pods_and_the_operato
     }
     head_labels = cluster["headGroupSpec"]["template"].get("metadata", {}).get("labels", {})
     head = pod_in(namespace, head_labels | kuberay | {"ray.io/node-type": "head"})
-    (group,) = cluster["workerGroupSpecs"]
-    worker_labels = group["template"].get("metadata", {}).get("labels", {})
+    groups = cluster["workerGroupSpecs"]  # CPU and GPU workers, labelled alike
+    (labels,) = {tuple(g["template"].get("metadata", {}).get("labels", {}).items()) for g in groups}
+    worker_labels = dict(labels)
     worker = pod_in(namespace, worker_labels | kuberay | {"ray.io/node-type": "worker"})
     operator = pod_in(OPERATOR_NAMESPACE, {"app.kubernetes.io/name": "kuberay-operator",
                                            "app.kubernetes.io/component": "kuberay-operator"})  # fmt: skip

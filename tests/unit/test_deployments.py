@@ -53,8 +53,10 @@ def test_the_rayservice_runs_serve_config_with_settings_for_kubernetes() -> None
     assert serve.applications[0].import_path == local.applications[0].import_path
     cluster = service["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]
-    (worker,) = cluster["workerGroupSpecs"]
-    for pod in (head, worker["template"]["spec"]):
+    groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}  # the ingress replicas and CPU work; GPU work
+    worker = groups["gpu"]
+    for pod in (head, *(group["template"]["spec"] for group in groups.values())):
         assert pod["serviceAccountName"] == "mini-studio"
         env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
         settings = load_settings(**{"k8s": {"in_cluster": env["STUDIO_K8S__IN_CLUSTER"] == "true",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from studio.api.deps import DatasetsDep, PrincipalDep
+from studio.api.idempotency import HashedForm, IdempotentDep
 from studio.api.multipart import MultipartUpload
 from studio.api.routes.files import declared_file_bytes
 from studio.schemas.common import Page
@@ -15,27 +16,35 @@ from studio.schemas.datasets import DatasetPreview, DatasetPublic, ListOrder
 router = APIRouter(prefix="/fine_tuning", tags=["datasets"])
 
 
-@router.post("/upload-dataset", status_code=201)
-async def upload_dataset(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> DatasetPublic:
-    """Multipart `file` (`purpose` optional, `fine-tune`; `base_model` optional: its tokenizer counts)."""
-    form = MultipartUpload(request, file_field="file")
-    staged = await datasets.receive(
-        client_id=principal.client.id,
-        chunks=form.file_chunks(),
-        limits=principal.client.limits,
-        at_least_bytes=declared_file_bytes(request),
-    )
-    purpose = form.fields.get("purpose", "fine-tune")
-    model = form.fields.get("base_model") or form.fields.get("model")
-    return DatasetPublic.of(
-        await datasets.ingest(
-            staged,
-            filename=form.filename,
-            purpose=purpose,
-            model=model,
-            allowed_base_models=principal.client.limits.allowed_base_models,
+@router.post("/upload-dataset", status_code=201, response_model=DatasetPublic)
+async def upload_dataset(
+    request: Request, principal: PrincipalDep, datasets: DatasetsDep, once: IdempotentDep
+) -> Response:
+    """Multipart `file` (`purpose` optional, `fine-tune`; `base_model` optional: its tokenizer counts).
+
+    `Idempotency-Key`: the same form again gives the same dataset; another form under the key, a 409.
+    """
+    form = HashedForm(MultipartUpload(request, file_field="file"))
+
+    async def create() -> DatasetPublic:
+        staged = await datasets.receive(
+            client_id=principal.client.id,
+            chunks=form.chunks(),
+            limits=principal.client.limits,
+            at_least_bytes=declared_file_bytes(request),
         )
-    )
+        fields = form.form.fields
+        return DatasetPublic.of(
+            await datasets.ingest(
+                staged,
+                filename=form.form.filename,
+                purpose=fields.get("purpose", "fine-tune"),
+                model=fields.get("base_model") or fields.get("model"),
+                allowed_base_models=principal.client.limits.allowed_base_models,
+            )
+        )
+
+    return await once.streamed(create, form, status_code=201)
 
 
 @router.get("/datasets")

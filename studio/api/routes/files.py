@@ -6,10 +6,11 @@ import unicodedata
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from studio.api.deps import DatasetsDep, PrincipalDep
+from studio.api.idempotency import HashedForm, IdempotentDep
 from studio.api.middleware import MULTIPART_OVERHEAD_BYTES
 from studio.api.multipart import MultipartUpload
 from studio.schemas.common import Page
@@ -46,27 +47,34 @@ def declared_file_bytes(request: Request) -> int:
     return max(0, int(declared) - MULTIPART_OVERHEAD_BYTES) if declared.isdigit() else 0
 
 
-@router.post("/files")
-async def create_file(request: Request, principal: PrincipalDep, datasets: DatasetsDep) -> FilePublic:
+@router.post("/files", response_model=FilePublic)
+async def create_file(
+    request: Request, principal: PrincipalDep, datasets: DatasetsDep, once: IdempotentDep
+) -> Response:
     """Multipart `file` + `purpose=fine-tune` (+ optional `model`: count tokens with its tokenizer).
 
-    Small files come back validated; big ones `uploaded`.
+    Small files come back validated; big ones `uploaded`. `Idempotency-Key`: the same form again gives
+    the same file (its body read, not stored again); another form under the key, a 409.
     """
-    form = MultipartUpload(request, file_field="file")
-    staged = await datasets.receive(
-        client_id=principal.client.id,
-        chunks=form.file_chunks(),
-        limits=principal.client.limits,
-        at_least_bytes=declared_file_bytes(request),
-    )
-    dataset = await datasets.ingest(
-        staged,
-        filename=form.filename,
-        purpose=form.fields.get("purpose"),
-        model=form.fields.get("model"),
-        allowed_base_models=principal.client.limits.allowed_base_models,
-    )
-    return FilePublic.of(dataset)
+    form = HashedForm(MultipartUpload(request, file_field="file"))
+
+    async def create() -> FilePublic:
+        staged = await datasets.receive(
+            client_id=principal.client.id,
+            chunks=form.chunks(),
+            limits=principal.client.limits,
+            at_least_bytes=declared_file_bytes(request),
+        )
+        dataset = await datasets.ingest(
+            staged,
+            filename=form.form.filename,
+            purpose=form.form.fields.get("purpose"),
+            model=form.form.fields.get("model"),
+            allowed_base_models=principal.client.limits.allowed_base_models,
+        )
+        return FilePublic.of(dataset)
+
+    return await once.streamed(create, form)
 
 
 @router.get("/files")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from studio.api.deps import ModelsDep, PrincipalDep
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from studio.api.deps import ModelsDep, PrincipalDep, ServicesDep
+from studio.api.routes.files import attachment_disposition
+from studio.errors import Unavailable
 from studio.schemas.common import Page
 from studio.schemas.models import ModelDeleted, ModelPublic
+from studio.services.model_download import DownloadFormat
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -14,6 +20,32 @@ router = APIRouter(prefix="/v1", tags=["models"])
 @router.get("/models")
 async def list_models(principal: PrincipalDep, models: ModelsDep) -> Page[ModelPublic]:
     return Page(data=await models.list(principal.client))
+
+
+# Before `/models/{model_id:path}`, which would otherwise take `.../content` as part of the id.
+@router.get("/models/{model_id:path}/content", response_class=StreamingResponse)
+async def model_content(
+    model_id: str,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    format: Annotated[DownloadFormat | None, Query()] = None,
+) -> StreamingResponse:
+    """Download one of the client's fine-tuned models as a tar, streamed: a LoRA fine-tune's adapter
+    (`format=merged`: base + adapter merged into full safetensors), a full fine-tune's model."""
+    if services.downloads is None:
+        raise Unavailable("model downloads are not available here")
+    archive = await services.downloads.open(principal.client, model_id, format=format)
+    return StreamingResponse(
+        archive.chunks,
+        media_type=archive.media_type,
+        headers={
+            "Content-Length": str(archive.size),
+            "Content-Disposition": attachment_disposition(archive.filename),
+            # Sent as it is: the gzip middleware would spend the ingress's CPU squeezing weights that
+            # barely compress, and drop the Content-Length that lets a client show its progress.
+            "Content-Encoding": "identity",
+        },
+    )
 
 
 @router.get("/models/{model_id:path}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from studio.api.deps import PrincipalDep, UploadsDep
-from studio.api.idempotency import IdempotentDep
+from studio.api.idempotency import HashedForm, IdempotentDep
 from studio.api.multipart import MultipartUpload
 from studio.api.routes.files import declared_file_bytes
 from studio.schemas.datasets import FilePublic, UploadComplete, UploadCreate, UploadPartPublic, UploadPublic
@@ -26,19 +26,26 @@ async def create_upload(
     return await once(create)
 
 
-@router.post("/{upload_id}/parts")
+@router.post("/{upload_id}/parts", response_model=UploadPartPublic)
 async def add_part(
-    upload_id: str, request: Request, principal: PrincipalDep, uploads: UploadsDep
-) -> UploadPartPublic:
-    """Multipart `data`: one part of at most the part limit (64 MiB by default)."""
-    form = MultipartUpload(request, file_field="data")
-    part = await uploads.add_part(
-        client_id=principal.client.id,
-        upload_id=upload_id,
-        chunks=form.file_chunks(),
-        at_least_bytes=declared_file_bytes(request),
-    )
-    return UploadPartPublic.of(part)
+    upload_id: str, request: Request, principal: PrincipalDep, uploads: UploadsDep, once: IdempotentDep
+) -> Response:
+    """Multipart `data`: one part of at most the part limit (64 MiB by default).
+
+    `Idempotency-Key`: the same part again gives the same part object (not stored twice).
+    """
+    form = HashedForm(MultipartUpload(request, file_field="data"))
+
+    async def create() -> UploadPartPublic:
+        part = await uploads.add_part(
+            client_id=principal.client.id,
+            upload_id=upload_id,
+            chunks=form.chunks(),
+            at_least_bytes=declared_file_bytes(request),
+        )
+        return UploadPartPublic.of(part)
+
+    return await once.streamed(create, form)
 
 
 @router.post("/{upload_id}/complete")

@@ -1,52 +1,20 @@
-"""Jobs as users run them: through Serve's proxy, followed by the detached tracker actor, across redeploys."""
+"""Parts of the running studio killed mid-job: the tracker actor, the ingress (redeployed), an ingress
+replica and the embedded database (kill -9). No job is lost, none is left running, none runs twice."""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
-import openai
 import pytest
 import ray
 
 from studio.app.builder import build_app_from_settings
-from tests.integration.conftest import ServeApp
-from tests.integration.test_jobs import TINY, capitals
+from tests.helpers import TINY, new_tenant, wait_for
+from tests.serve_fixtures import ServeApp
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(
-    http: httpx.Client, job_id: str, headers: dict[str, str], until: Any, timeout_s: float = 240
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = http.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers).json()
-        if until(job):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.5)
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: str
-    headers: dict[str, str]
-    sdk: openai.OpenAI
-    file_id: str
-
-
-def new_tenant(serve_app: ServeApp, http: httpx.Client, name: str) -> Tenant:
-    """Create a client with a key through the admin API, and upload the capitals file as it."""
-    tenant = http.post("/admin/clients", json={"name": name}, headers=serve_app.admin).json()
-    key = http.post(f"/admin/clients/{tenant['id']}/keys", headers=serve_app.admin).json()["secret"]
-    sdk = openai.OpenAI(api_key=key, base_url=f"{serve_app.url}/v1", max_retries=0)
-    file_id = sdk.files.create(file=("capitals.jsonl", capitals()), purpose="fine-tune").id
-    return Tenant(tenant["id"], {"Authorization": f"Bearer {key}"}, sdk, file_id)
 
 
 def test_a_job_survives_a_redeploy_of_the_serve_app(serve_app: ServeApp, http: httpx.Client) -> None:
@@ -99,3 +67,51 @@ def test_a_killed_tracker_comes_back_and_finishes_the_job(serve_app: ServeApp, h
     ray.kill(ray.get_actor(settings.tracker.name, namespace=settings.ray.namespace), no_restart=True)
     done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
+
+
+def test_a_job_survives_kill_9_of_an_ingress_replica_and_of_the_database(
+    serve_app: ServeApp, http: httpx.Client, ray_cluster: str
+) -> None:
+    from ray.util.state import list_actors
+
+    from studio.app.embedded import EMBEDDED_MONGO_ACTOR
+
+    tenant = new_tenant(serve_app, http, "parts-kill")
+    headers = tenant.headers
+    job = tenant.sdk.fine_tuning.jobs.create(
+        model=TINY,
+        training_file=tenant.file_id,
+        hyperparameters={"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 50},
+    )
+    settings = serve_app.settings
+    running = wait_for(
+        http, job.id, headers, lambda j: j["status"] == "running" and j["progress"]["step"] > 0
+    )
+
+    # kill -9 of one ingress replica: Serve starts another; the job goes on meanwhile.
+    def ingress_pids() -> dict[str, int]:
+        actors = list_actors(address=ray_cluster, filters=[("state", "=", "ALIVE")], limit=1000)
+        return {a.actor_id: a.pid for a in actors if "StudioIngress" in (a.class_name or "")}
+
+    before = ingress_pids()
+    assert len(before) == settings.serving.ingress_replicas
+    victim = next(iter(before))
+    os.kill(before[victim], signal.SIGKILL)
+    step = running["progress"]["step"]
+    advanced = wait_for(
+        http, job.id, headers, lambda j: j["progress"]["step"] > step or j["status"] != "running"
+    )
+
+    # kill -9 of the embedded database: Ray restarts its actor on the same files and port.
+    database = ray.get_actor(EMBEDDED_MONGO_ACTOR, namespace=settings.ray.namespace)
+    os.kill(ray.get(database.__ray_call__.remote(lambda actor: os.getpid()), timeout=30), signal.SIGKILL)
+    step = advanced["progress"]["step"]
+    done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    assert done["progress"]["step"] == done["progress"]["total_steps"] > step
+    events = tenant.sdk.fine_tuning.jobs.list_events(job.id, limit=1000).data
+    assert sum(1 for e in events if e.message.startswith("Launched ")) == 1  # never launched twice
+    after = ingress_pids()
+    assert victim not in after and len(after) == settings.serving.ingress_replicas  # replaced
+    assert http.get("/v1/me", headers=headers).status_code == 200

@@ -1,6 +1,6 @@
 """Training without a working Jobs API (issue: the Ray task fallback), each on a cluster of its own.
 
-The scenarios (tests/integration/launch_scenarios.py) run in a subprocess: this session's shared
+The scenarios (tests/reliability/launch_scenarios.py) run in a subprocess: this session's shared
 Ray cluster keeps its dashboard for the other tests, and a driver joins one cluster only.
 """
 
@@ -40,7 +40,7 @@ def test_jobs_train_without_a_working_jobs_api(scenario: str, tmp_path: Path, mo
         # scripts/test.sh runs this file first, before any other cluster starts.
         pytest.skip("another Ray cluster's dashboard agent holds port 52365 on this machine")
     done = subprocess.run(
-        [sys.executable, "-m", "tests.integration.launch_scenarios", scenario,
+        [sys.executable, "-m", "tests.reliability.launch_scenarios", scenario,
          "--mongo-url", mongo_url, "--tmp", str(tmp_path)],
         cwd=Path(__file__).resolve().parents[2],
         env=fresh_environment(),

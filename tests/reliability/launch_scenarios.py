@@ -12,7 +12,7 @@ production builds (`training_launcher`, mode `auto`), and drives jobs through th
   followed to `succeeded` (status, log and end read through the cluster), and the next job launches
   through the actor fallback and succeeds.
 
-    python -m tests.integration.launch_scenarios <scenario> --mongo-url URL --tmp DIR
+    python -m tests.reliability.launch_scenarios <scenario> --mongo-url URL --tmp DIR
 
 Exits 0 when every check held; an AssertionError (with the job) otherwise.
 """
