@@ -273,6 +273,7 @@ async def open_job_runner(
             settings=settings.training,
             tracker=settings.tracker,
             models_dir=settings.models_dir,
+            storage=settings.storage,
             on_round=on_round,
             metrics=metrics,
             retention=EventRetention(

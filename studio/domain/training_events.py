@@ -74,6 +74,8 @@ def describe(event: TrainingEvent) -> tuple[Level, str]:
         return "info", f"Step {f.get('step')}: " + ", ".join(parts)
     if event.type == "checkpoint":
         return "info", f"Checkpoint written at step {f.get('step')}"
+    if event.type == "warning":
+        return "warn", str(f.get("message", ""))
     if event.type == "error":
         return "error", f"Training failed: {f.get('message', 'unknown error')}"
     if event.type == "result":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from studio.config import TrackerSettings, TrainingSettings, WandbSettings
+from studio.config import StorageSettings, TrackerSettings, TrainingSettings, WandbSettings
 from studio.domain.datasets import format_mismatch
 from studio.domain.ids import unix_now
 from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
@@ -104,6 +104,7 @@ class JobRunner:
         settings: TrainingSettings,
         tracker: TrackerSettings,
         models_dir: Path,
+        storage: StorageSettings | None = None,
         on_round: RoundObserver | None = None,
         metrics: StudioMetrics | None = None,
         retention: EventRetention | None = None,
@@ -134,6 +135,7 @@ class JobRunner:
         self._settings = settings
         self._tracker = tracker
         self._models_dir = models_dir
+        self._storage = storage or StorageSettings(min_free_bytes=0, min_free_percent=0)
         self._on_round = on_round
         self._retention = retention
         self._results = results
@@ -370,6 +372,8 @@ class JobRunner:
         return TrainConfig(
             base_model=source,
             models_dir=self._models_dir,
+            min_free_bytes=self._storage.min_free_bytes,
+            min_free_percent=self._storage.min_free_percent,
             training_file=Path(training),
             validation_file=Path(validation) if validation else None,
             output_dir=self._job_files.absolute(job.id),

@@ -7,6 +7,8 @@ job's log (a line may carry a prefix before the marker; the JSON runs to the end
 - `{"type": "checkpoint", "step", "path"}`: a checkpoint was written;
 - `{"type": "result", "final_path", "checkpoint_path", "steps", "trained_tokens", "final_train_loss",
   "stopped"}`: the last event of a run that ended (finished, or stopped), with exit code 0;
+- `{"type": "warning", "message"}`: something the user should know that did not stop the run (a
+  checkpoint skipped for lack of disk space);
 - `{"type": "error", "kind": "user" | "platform", "message"}`: the last event of a failed run, with
   exit code 2 (user: bad data, values or model name; the message is for the user) or 1 (platform:
   anything else). The message is one line; stderr has the details (a traceback for platform errors).

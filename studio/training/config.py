@@ -107,6 +107,10 @@ class TrainConfig(BaseModel):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     ray_train: bool = False
     wandb: WandbRun | None = None
+    # The data disk's guard (the server's `storage` settings): a checkpoint is skipped, with a warning
+    # event, while the output directory's disk has less free than the larger of the two.
+    min_free_bytes: int = Field(default=0, ge=0)
+    min_free_percent: float = Field(default=0.0, ge=0, le=100)
 
     @field_validator("base_model", mode="before")
     @classmethod

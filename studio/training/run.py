@@ -34,7 +34,7 @@ from studio.training.config import (
     remove_leftovers,
 )
 from studio.training.data import steps_per_epoch
-from studio.training.ranks import barrier, is_distributed, unwrap
+from studio.training.ranks import any_rank, barrier, is_distributed, unwrap
 from studio.training.sharding import (
     full_state_dict,
     is_sharded_checkpoint,
@@ -297,6 +297,15 @@ class Run(Generic[ItemT]):
         if self.checkpoint_step == self.step:
             return
         self.checkpoint_step = self.step
+        free, floor = self._disk_space()
+        if any_rank(free < floor):  # every rank skips together (a sharded save is collective)
+            self.emit({
+                "type": "warning",
+                "message": f"Checkpoint at step {self.step} skipped: {free / 1024**3:.1f} GiB free on the "
+                f"data disk, under its guard of {floor / 1024**3:.1f} GiB (the job goes on; it resumes "
+                "from its last checkpoint if it is stopped)",
+            })  # fmt: skip
+            return
         if self.config.sharding == "fsdp":
             self._save_sharded_checkpoint()
             return
@@ -311,6 +320,14 @@ class Run(Generic[ItemT]):
             self.last_checkpoint = path
             self.emit({"type": "checkpoint", "step": self.step, "path": str(path)})
         barrier()
+
+    def _disk_space(self) -> tuple[int, int]:
+        """Return the output disk's free bytes and the guard's floor (0: no guard)."""
+        config = self.config
+        if not config.min_free_bytes and not config.min_free_percent:
+            return 0, 0
+        usage = shutil.disk_usage(config.output_dir)
+        return usage.free, max(config.min_free_bytes, int(usage.total * config.min_free_percent / 100))
 
     def _save_sharded_checkpoint(self) -> None:
         """Write `checkpoints/step-<step>` with every rank's shards (DCP), rank 0 the rest; rename it."""

@@ -127,6 +127,24 @@ def test_lora_training_learns_and_checkpoints(base: Path, dataset: Path, tmp_pat
     assert {key.split(".")[-3] for key in adapter} == {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
+def test_checkpoints_are_skipped_with_a_warning_while_the_disk_is_under_its_guard(
+    base: Path, dataset: Path, tmp_path: Path
+) -> None:
+    events: list[dict[str, Any]] = []
+    # A floor of the whole disk: always under it. The run goes on and writes its final model.
+    cfg = config(base, dataset, tmp_path, n_epochs=1, checkpoint_every_steps=4, min_free_percent=100)
+    result = train(cfg, report=events.append)
+
+    assert not [e for e in events if e["type"] == "checkpoint"] and not (tmp_path / "checkpoints").exists()
+    warnings = [e for e in events if e["type"] == "warning"]
+    assert [w["message"].split(" skipped")[0] for w in warnings] == [
+        "Checkpoint at step 4",
+        "Checkpoint at step 8",
+    ]
+    assert "under its guard" in warnings[0]["message"]
+    assert result.final_path == tmp_path / "final" and result.checkpoint_path is None
+
+
 def test_full_fine_tuning_learns(base: Path, dataset: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
