@@ -291,6 +291,9 @@ class Job(BaseModel):
     result_files: list[str] = Field(default_factory=list)
     # Mini Studio's: where the final model (adapter or full weights) lies on the cluster's disk.
     output_model_path: str | None = None
+    # Its S3 copy (`s3://<bucket>/<client>/jobs/<job>/final`), once complete: what a node without the
+    # shared data folder loads.
+    output_model_uri: str | None = None
     # OpenAI's: the integrations the job was created with (a W&B run), echoed by the API.
     integrations: list[WandbIntegration] = Field(default_factory=list)
     # When its fine-tuned model was deleted (`DELETE /v1/models/{id}`): the model no longer lists.
@@ -333,6 +336,7 @@ class JobChanges(BaseModel):
     trained_tokens: int | None = None
     result_files: list[str] | None = None
     output_model_path: str | None = None
+    output_model_uri: str | None = None
     model_deleted_at: int | None = None
     stop_pending: bool | None = None
     launcher: LauncherKind | None = None
@@ -419,6 +423,7 @@ class JobPublic(BaseModel):
     progress: JobProgress
     priority: int
     output_model_path: str | None = None
+    output_model_uri: str | None = None
     queue: QueuePosition | None = None
 
     @classmethod
@@ -463,6 +468,7 @@ class JobPublic(BaseModel):
             progress=job.progress,
             priority=job.priority,
             output_model_path=job.output_model_path,
+            output_model_uri=job.output_model_uri,
             integrations=job.integrations,
             queue=queue,
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from studio.config import StorageSettings, TrackerSettings, TrainingSettings, WandbSettings
+from studio.config import S3Settings, StorageSettings, TrackerSettings, TrainingSettings, WandbSettings
 from studio.domain.datasets import format_mismatch
 from studio.domain.ids import unix_now
 from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
@@ -54,6 +54,7 @@ from studio.services.integrations import wandb_env, wandb_run
 from studio.services.job_journal import JobJournal
 from studio.services.job_results import JobResults, publish_quietly
 from studio.services.job_retention import EventRetention
+from studio.services.remote_storage import mirrored_uri, remote_env, remote_storage
 from studio.services.run_recorder import RunRecorder
 from studio.services.run_sweeper import UnaccountedRuns
 from studio.training.config import TrainConfig
@@ -110,9 +111,12 @@ class JobRunner:
         retention: EventRetention | None = None,
         results: JobResults | None = None,
         wandb: WandbSettings | None = None,
+        s3: S3Settings | None = None,
     ) -> None:
+        """`s3`: the object store's settings, so a run on a node without the data folder uses S3."""
         self._jobs = jobs
         self._wandb = wandb
+        self._s3 = s3
         self._journal = journal
         self._datasets = datasets
         self._models = base_models
@@ -364,8 +368,17 @@ class JobRunner:
 
     # -- queued -> launched -------------------------------------------------------------------
 
-    def train_config(self, job: Job, *, source: str, training: str, validation: str | None) -> TrainConfig:
-        """Return the entrypoint's configuration for `job` (every value decided at creation)."""
+    def train_config(
+        self,
+        job: Job,
+        *,
+        source: str,
+        training: str,
+        validation: str | None,
+        s3_uris: tuple[str | None, str | None] = (None, None),
+    ) -> TrainConfig:
+        """Return the entrypoint's configuration for `job` (every value decided at creation);
+        `s3_uris`: the S3 mirror of the training and validation files."""
         hp = job.hyperparameters
         resources = job.resources
         workers = resources.workers if resources else 1
@@ -401,6 +414,9 @@ class JobRunner:
             cpus_per_worker=resources.num_cpus_per_worker if resources else self._settings.cpus_per_worker,
             ray_train=workers > 1,
             wandb=wandb_run(job, self._wandb, output_dir=self._job_files.absolute(job.id)),
+            remote=remote_storage(
+                self._s3, client_id=job.client_id, job_id=job.id, training=s3_uris[0], validation=s3_uris[1]
+            ),
         )
 
     async def _launch(self, job: Job) -> bool:
@@ -411,18 +427,22 @@ class JobRunner:
             await self._fail(job, error, param="model")
             return False
         paths: list[str | None] = []
+        uris: list[str | None] = []
         for dataset_id in (job.training_file, job.validation_file):
             found = None
             if dataset_id is not None:
                 found = await self._datasets.get(client_id=job.client_id, dataset_id=dataset_id)
             paths.append(str(self._dataset_files.absolute(found.local_path)) if found else None)
+            uris.append(mirrored_uri(found))
         if paths[0] is None:
             error = JobError(
                 code="invalid_training_file", message="the training file was deleted", kind="user"
             )
             await self._fail(job, error, param="training_file")
             return False
-        config = self.train_config(job, source=model.source, training=paths[0], validation=paths[1])
+        config = self.train_config(
+            job, source=model.source, training=paths[0], validation=paths[1], s3_uris=(uris[0], uris[1])
+        )
         config_path = f"{job.id}/config.json"
         await self._job_files.write(
             config_path, _one(config.model_dump_json(indent=2).encode()), max_bytes=1 << 20
@@ -437,7 +457,11 @@ class JobRunner:
             num_cpus=0 if distributed else config.cpus_per_worker,
             num_gpus=0 if distributed or resources is None else resources.num_gpus_per_worker,
             metadata={"studio_job_id": job.id, "client_id": job.client_id, "attempt": str(attempt)},
-            env=wandb_env(self._wandb) if config.wandb is not None else None,
+            env={
+                **(wandb_env(self._wandb) if config.wandb is not None else {}),
+                **remote_env(self._s3, config),
+            }
+            or None,
         )
         launched = await self._jobs.update(
             job_id=job.id,
@@ -513,19 +537,21 @@ class JobRunner:
         error = next((e.fields for e in reversed(events) if e.type == "error"), None)
         if status.state == "succeeded" and result is not None and not result.get("stopped"):
             final = result.get("final_path")
+            final_uri = result.get("final_uri")  # uploaded by a run without the shared folder
             changes = JobChanges(
                 fine_tuned_model=fine_tuned_model_name(
                     base_model=job.model, client_id=job.client_id, suffix=job.suffix, job_id=job.id
                 ),
                 trained_tokens=int(result.get("trained_tokens") or 0),
                 output_model_path=str(final) if final else None,
+                output_model_uri=str(final_uri) if final_uri else None,
                 finished_at=unix_now(),
                 estimated_finish=None,
             )
             done = await self._journal.transition(
                 job, "succeeded", changes, message="The job has successfully completed"
             )
-            if done is not None and final:
+            if done is not None and final and not final_uri:
                 self._recorder.copy_to_s3(done, Path(str(final)), "final")
             await publish_quietly(self._results, done)
             return

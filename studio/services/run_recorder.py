@@ -79,7 +79,8 @@ class RunRecorder:
                 progress = progress.model_copy(update={"checkpoint_step": fields.get("step")})
                 checkpoint = self._checkpoint_of(job, event, progress)
                 await self._checkpoints.add(checkpoint)
-                self.copy_to_s3(job, Path(checkpoint.path), f"checkpoints/step-{checkpoint.step}")
+                if not fields.get("uri"):  # else the run uploaded it itself (no shared folder)
+                    self.copy_to_s3(job, Path(checkpoint.path), f"checkpoints/step-{checkpoint.step}")
             stored.append(self._event_of(job, event))
         await self._journal.add(stored)
         changes = JobChanges(log_offset=offset, progress=progress)
@@ -169,3 +170,10 @@ class RunRecorder:
             await self._journal.record(job, f"Could not copy {name} to S3: {exc}", level="warn")
             return
         await self._journal.record(job, f"Copied {name} to {uri}", data={"uri": uri, "artifact": name})
+        if name == "final":  # where a node without the shared folder loads the model from
+            try:
+                await self._jobs.update(
+                    job_id=job.id, expected=job.status, changes=JobChanges(output_model_uri=uri)
+                )
+            except StudioError as exc:
+                log.warning("could not record the S3 copy of %s: %s", job.id, exc)

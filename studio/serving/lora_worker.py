@@ -18,5 +18,6 @@ class LoraRowsFix:
     """Mixed into vLLM's worker class; its one method name must not clash with the worker's own."""
 
     def mini_studio_lora_rows_fixed(self) -> bool:
-        """Return whether the LoRA row fix is active in this worker process."""
-        return lora_patch.active()
+        """Return whether the LoRA row fix is active in this worker process (installing it if something
+        removed it since the import: it patches classes, so it holds for the loaded model too)."""
+        return lora_patch.install()

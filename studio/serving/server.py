@@ -58,6 +58,7 @@ class ModelServer:
     def __init__(self, spec: ServerSpec) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
         from studio.training.models import resolve_base_model
 
@@ -73,7 +74,9 @@ class ModelServer:
             log.warning("base requests of %s go through a zero adapter (slower): %s", spec.model_name, reason)
         self._zero_adapter = reason is not None
         self._args = AsyncEngineArgs(**engine_args(spec, zero_adapter=self._zero_adapter))
-        self._engine = AsyncLLM.from_engine_args(self._args)
+        # vLLM's engine stats as Ray metrics (`ray_vllm_*`, tagged model_name, engine and ReplicaId), as Ray
+        # Serve LLM exports them; `disable_log_stats` (engine.py) only keeps the periodic log lines off.
+        self._engine = AsyncLLM.from_engine_args(self._args, stat_loggers=[RayPrometheusStatLogger])
         self._adapter_paths: dict[str, str] = {}
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_task(self._prepare())

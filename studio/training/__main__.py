@@ -19,16 +19,20 @@ processes poll; nothing else should write that file. A STOP left by an earlier r
 start, so a rerun on the same output_dir (a resume) trains instead of stopping at once.
 
 `base_model` may be a name: it is resolved to a local directory first (`studio.training.models`).
+With `remote` set, a node that lacks the config file, a dataset or the shared output folder reads them
+from the environment and S3 and uploads its artifacts there (`studio.training.remote_files`).
 With `ray_train` set or `num_workers > 1` the run goes through Ray Train (`studio.training.ray_train`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
@@ -78,6 +82,7 @@ def emit_result(result: TrainResult) -> None:
         "trained_tokens": result.trained_tokens,
         "final_train_loss": result.final_train_loss,
         "stopped": result.stopped,
+        **({"final_uri": result.final_uri} if result.final_uri else {}),
     })  # fmt: skip
 
 
@@ -119,8 +124,10 @@ def run(config_path: Path, stop: StopRequest) -> TrainResult:
     """
     # Imported here so that a bad config is reported before torch and transformers load.
     from studio.training.config import STOP_FILE, TrainConfig
+    from studio.training.remote_files import localize, read_config_text
 
-    config = TrainConfig.model_validate_json(config_path.read_text(encoding="utf-8"))
+    config = TrainConfig.model_validate_json(read_config_text(config_path))
+    config, uploader = localize(config)  # a node without the shared data folder: S3 instead
     stop.watch(config.output_dir / STOP_FILE)
     from studio.training.loop import disable_progress_bars
     from studio.training.models import resolve_base_model
@@ -128,17 +135,22 @@ def run(config_path: Path, stop: StopRequest) -> TrainResult:
     disable_progress_bars()
     base_model = resolve_base_model(config.base_model, config.models_dir)
     config = config.model_copy(update={"base_model": str(base_model)})
-    return _train(config, stop)
+    if uploader is None:
+        return _train(config, stop, emit)
+    result = _train(config, stop, uploader.wrap(emit))
+    if result.final_path is None:
+        return result
+    return dataclasses.replace(result, final_uri=uploader.upload_final(result.final_path))
 
 
-def _train(config: TrainConfig, stop: StopRequest) -> TrainResult:
+def _train(config: TrainConfig, stop: StopRequest, report: Callable[[dict[str, Any]], None]) -> TrainResult:
     if config.uses_ray_train:
         from studio.training.ray_train import fit
 
-        return fit(config, report=emit)
+        return fit(config, report=report)
     from studio.training.loop import train
 
-    return train(config, report=emit, should_stop=stop)
+    return train(config, report=report, should_stop=stop)
 
 
 def main(argv: list[str] | None = None) -> int:

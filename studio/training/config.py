@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 STATE_FILE = "trainer_state.json"
 STOP_FILE = "STOP"
+# The run's config as JSON, in the launch's environment: a node without the config file reads it there.
+CONFIG_ENV = "STUDIO_TRAIN_CONFIG"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -43,6 +45,26 @@ class WandbRun(BaseModel):
     mode: Literal["online", "offline"] = "offline"
     run_id: str = Field(min_length=1)
     directory: Path
+
+
+class RemoteStorage(BaseModel):
+    """S3 copies of a run's inputs and outputs, for a node that does not see the head's data directory.
+
+    `training_file` / `validation_file` are the datasets' S3 mirror (`s3://bucket/key`), fetched into the
+    node's cache when the config's local path is missing there; `output` is the S3 folder the run's
+    checkpoints and final model go to when `output_dir`'s parent is missing there (see
+    `studio.training.remote_files`). Credentials come by environment (`AWS_ACCESS_KEY_ID`,
+    `AWS_SECRET_ACCESS_KEY`), never in this file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    training_file: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+    validation_file: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+    output: str = Field(pattern=r"^s3://[^/]+/.+")
 
 
 class TrainConfig(BaseModel):
@@ -107,6 +129,7 @@ class TrainConfig(BaseModel):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     ray_train: bool = False
     wandb: WandbRun | None = None
+    remote: RemoteStorage | None = None
     # The data disk's guard (the server's `storage` settings): a checkpoint is skipped, with a warning
     # event, while the output directory's disk has less free than the larger of the two.
     min_free_bytes: int = Field(default=0, ge=0)
@@ -160,6 +183,8 @@ class TrainResult:
     final_train_loss: float | None
     stopped: bool
     checkpoint_path: Path | None = None
+    # Where the final model was uploaded (`TrainConfig.remote` on a node without the shared folder).
+    final_uri: str | None = None
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:

@@ -88,6 +88,9 @@ def test_a_job_and_chats_show_in_rays_prometheus_endpoint(serve_app: ServeApp, h
         assert streamed.status_code == 200 and streamed.text.rstrip().endswith("[DONE]"), streamed.text
         (last,) = [e for e in streamed.text.split("\n\n") if '"usage":{' in e]
         streamed_usage = json.loads(last.removeprefix("data: "))["usage"]
+        # vLLM's own engine stats, exported by the model server's replica through Ray (read while it runs).
+        generated = usage["completion_tokens"] + streamed_usage["completion_tokens"]
+        until(lambda s: total(s, "ray_vllm_generation_tokens_total") >= generated)
         missing = http.get("/v1/files/file-nothing-here", headers=headers)
         assert missing.status_code == 404
         done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
