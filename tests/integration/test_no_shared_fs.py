@@ -1,6 +1,6 @@
 """No shared file system: a second Ray node trains from S3 and its model lands in S3 (issue 12, item 5).
 
-A second node joins the session's Ray cluster (`ray start --address ... --block`, its own temp dir and
+A private two-node Ray cluster (`ray start --block` on free ports; the second node has its own temp dir,
 its own `STUDIO_NODE_CACHE_DIR`, a custom resource `node2`), SeaweedFS is the S3 store. The run is
 pinned to that node; every local path of its config (the config file itself, the dataset, the output
 and models folders) lies under a "head data directory" that does not exist, as on a node that does not
@@ -11,6 +11,7 @@ adapter from S3 and evicts whole folders past its size bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-import ray
 from pydantic import SecretStr
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -43,44 +43,65 @@ pytestmark = pytest.mark.integration
 NODE_RESOURCE = "node2"
 
 
-@pytest.fixture
-def second_node(ray_cluster: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Start a second Ray node with its own cache directory; yield (its node id, that directory)."""
-    cache = tmp_path / "node2-cache"
-    temp_dir = Path(os.path.realpath(f"/tmp/ray2-{os.getpid()}"))
-    env = {**os.environ, "STUDIO_NODE_CACHE_DIR": str(cache)}
-    argv = [
-        str(Path(sys.executable).with_name("ray")), "start", "--address",
-        ray.get_runtime_context().gcs_address, "--num-cpus", "1", "--resources",
-        json.dumps({NODE_RESOURCE: 1}), "--temp-dir", str(temp_dir), "--block", "--disable-usage-stats",
-        "--node-ip-address", ray.util.get_node_ip_address(),
-        # Its own agent ports: the head's defaults are taken on this machine.
-        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-        "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-    ]  # fmt: skip
-    log = (tmp_path / "node2.log").open("wb")
-    node = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _ray_start(argv: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `ray start ... --block` on free ports in its own process group (the head's defaults are
+    taken on a machine that runs other clusters)."""
+    ports = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+    argv = [str(Path(sys.executable).with_name("ray")), "start", *argv, "--block", "--disable-usage-stats"]
+    for flag in [*ports, "--metrics-export-port"]:
+        argv += [flag, str(free_port())]
+    argv += ["--node-ip-address", "127.0.0.1"]
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(node: subprocess.Popen[bytes]) -> None:
+    """Stop one `ray start --block` (it stops its node's processes on SIGTERM)."""
+    node.send_signal(signal.SIGTERM)
     try:
-        node_id = _wait_for_node(node)
-        yield node_id, cache
+        node.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=10)
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, Path]]:
+    """A private two-node Ray cluster: a head, and a second node with the custom resource `node2` and its
+    own cache directory. Yield (the Jobs API address, the second node's id, its cache directory)."""
+    cache = tmp_path / "node2-cache"
+    gcs_port, dashboard_port = free_port(), free_port()
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        head_argv = ["--head", "--port", str(gcs_port), "--num-cpus", "1", "--temp-dir",
+                     f"/tmp/rayns-h{os.getpid()}", "--include-dashboard", "true", "--dashboard-host",
+                     "127.0.0.1", "--dashboard-port", str(dashboard_port),
+                     "--ray-client-server-port", str(free_port())]  # fmt: skip
+        # Token authentication (Ray's default for a head) on both nodes: a worker node defaults to none.
+        monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "token"))  # this client too
+        base_env = dict(os.environ)
+        started.append(_ray_start(head_argv, env=base_env, log=tmp_path / "head.log"))
+        address = f"http://127.0.0.1:{dashboard_port}"
+        node2_argv = ["--address", f"127.0.0.1:{gcs_port}", "--num-cpus", "1", "--resources",
+                      json.dumps({NODE_RESOURCE: 1}), "--temp-dir", f"/tmp/rayns-w{os.getpid()}"]  # fmt: skip
+        env = {**base_env, "STUDIO_NODE_CACHE_DIR": str(cache)}
+        started.append(_ray_start(node2_argv, env=env, log=tmp_path / "node2.log"))
+        yield address, _wait_for_node(address, started), cache
     finally:
-        # Only what this fixture started: `ray start --block` stops its node's processes on SIGTERM.
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait(timeout=10)
-        log.close()
+        for node in reversed(started):  # only what this fixture started
+            _stop(node)
 
 
-def _wait_for_node(node: subprocess.Popen[bytes]) -> str:
+def _wait_for_node(address: str, started: list[subprocess.Popen[bytes]]) -> str:
+    from ray.util.state import list_nodes
+
     for _ in range(240):
-        for info in ray.nodes():  # type: ignore[no-untyped-call]
-            if info["Alive"] and NODE_RESOURCE in info["Resources"]:
-                return str(info["NodeID"])
-        if node.poll() is not None:
-            raise AssertionError(f"the second Ray node exited with {node.returncode}")
+        if any(node.poll() is not None for node in started):
+            raise AssertionError("a Ray node of the test exited")
+        with contextlib.suppress(Exception):  # the dashboard is not up yet
+            for node in list_nodes(address=address, timeout=5):
+                if node.state == "ALIVE" and NODE_RESOURCE in (node.resources_total or {}):
+                    return str(node.node_id)
         time.sleep(0.5)
     raise AssertionError("the second Ray node did not join")
 
@@ -95,13 +116,12 @@ def _s3_settings(s3: S3Endpoint) -> S3Settings:
 
 
 def test_a_node_without_the_data_folder_trains_from_s3_and_serves_from_its_cache(
-    ray_cluster: str,
-    second_node: tuple[str, Path],
+    two_nodes: tuple[str, str, Path],
     s3_endpoint: S3Endpoint,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node_id, node_cache = second_node
+    ray_address, node_id, node_cache = two_nodes
     settings = _s3_settings(s3_endpoint)
     client = boto3.client(
         "s3",
@@ -135,7 +155,7 @@ def test_a_node_without_the_data_folder_trains_from_s3_and_serves_from_its_cache
     env = remote_env(settings, config)
     assert "STUDIO_TRAIN_CONFIG" in env and s3_endpoint.secret_key not in config.model_dump_json()
 
-    jobs = JobSubmissionClient(ray_cluster)
+    jobs = JobSubmissionClient(ray_address)
     entrypoint = [
         sys.executable,
         "-m",

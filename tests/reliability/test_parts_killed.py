@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import httpx
 import pytest
@@ -112,6 +113,10 @@ def test_a_job_survives_kill_9_of_an_ingress_replica_and_of_the_database(
     assert done["progress"]["step"] == done["progress"]["total_steps"] > step
     events = tenant.sdk.fine_tuning.jobs.list_events(job.id, limit=1000).data
     assert sum(1 for e in events if e.message.startswith("Launched ")) == 1  # never launched twice
-    after = ingress_pids()
-    assert victim not in after and len(after) == settings.serving.ingress_replicas  # replaced
+    for _ in range(120):  # Serve replaces the killed replica
+        after = ingress_pids()
+        if victim not in after and len(after) == settings.serving.ingress_replicas:
+            break
+        time.sleep(0.5)
+    assert victim not in after and len(after) == settings.serving.ingress_replicas, after
     assert http.get("/v1/me", headers=headers).status_code == 200
