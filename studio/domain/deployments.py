@@ -35,12 +35,14 @@ ADMIN_HOLDER = "admin"
 LIVE: frozenset[str] = frozenset({"deploying", "ready"})
 
 # FROM -> allowed TO. `ready -> deploying`: a model server lost its replicas and is coming back;
-# `failed -> deploying`: a redeploy of the same model. A deleted deployment's record is removed.
+# `failed -> deploying`: a redeploy of the same model; `deleting -> failed`: a removal that did not
+# complete within its deadline (shown with the reason; a new DELETE tries again). A deleted deployment's
+# record is removed.
 DEPLOYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     "deploying": frozenset({"ready", "failed", "deleting"}),
     "ready": frozenset({"deploying", "failed", "deleting"}),
     "failed": frozenset({"deploying", "deleting"}),
-    "deleting": frozenset(),
+    "deleting": frozenset({"failed"}),
 }
 
 # Serve applications Mini Studio adds for models all start with this prefix, which the ingress

@@ -102,7 +102,18 @@ class DeploymentRunner:
     async def step(self, deployment: Deployment) -> None:
         """Move one deployment one step towards what its record asks for."""
         if deployment.status == "deleting":
-            await self._servers.remove(deployment)
+            try:
+                await self._servers.remove(deployment)
+            except StudioError as exc:
+                # Every state has a deadline: a removal that keeps failing ends `failed`, with the reason.
+                if time.time() - deployment.updated_at <= self._deploy_timeout_s:
+                    raise
+                await self._fail(
+                    deployment,
+                    f"the model server could not be removed within {self._deploy_timeout_s:.0f} s "
+                    f"({exc.message}); delete it again to retry",
+                )
+                return
             await self._deployments.remove(deployment.id)
             log.info("deployment removed", extra={"deployment_id": deployment.id})
         elif deployment.placement == "adapter":

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from studio.config import Settings
 from studio.domain.jobs import fine_tuned_model_name
+from studio.errors import StudioError, Unavailable
 from studio.ports import JsonObject, ServerState
 from studio.schemas.deployments import Deployment, DeploymentChanges
 from studio.schemas.jobs import Hyperparameters, Job
@@ -35,6 +36,7 @@ class ScriptedServers:
         self.failing: set[str] = set()
         self.apps: dict[str, ServerState] = {}
         self.attached: list[str] = []
+        self.removal_error: StudioError | None = None  # what `remove` raises (the target failing)
 
     async def check(self, deployment: Deployment) -> None:
         return None
@@ -54,6 +56,8 @@ class ScriptedServers:
         self.attached.append(adapter.model)
 
     async def remove(self, deployment: Deployment) -> None:
+        if self.removal_error is not None:
+            raise self.removal_error
         if deployment.placement == "server":
             self.apps.pop(deployment.app_name or "", None)
 
@@ -339,3 +343,37 @@ async def test_a_base_recorded_before_holders_is_held_by_its_creator(
     assert held.status_code == 201 and held.json()["references"] == 2, held.text
     released = await api.delete(f"/v1/deployments/{base['id']}", headers=creator)
     assert released.json()["held"] is False and released.json()["references"] == 1
+
+
+async def test_a_removal_that_keeps_failing_ends_failed_past_its_deadline_and_can_be_retried(
+    api: httpx.AsyncClient, store: MongoStore, servers: ScriptedServers
+) -> None:
+    runner = DeploymentRunner(
+        deployments=store.deployments,
+        servers=servers,
+        poll_interval_s=1,
+        deploy_timeout_s=0.5,
+        ready_check_interval_s=3600,
+    )
+    created = (await api.post("/admin/deployments", json={"model": TINY}, headers=ADMIN)).json()
+    await settle(runner)
+    servers.removal_error = Unavailable("Serve did not answer within 30 s")
+    deleting = await api.delete(f"/admin/deployments/{created['id']}", headers=ADMIN)
+    assert deleting.json()["status"] == "deleting"
+
+    async def admin_view() -> dict[str, Any] | None:
+        listed = (await api.get("/admin/deployments", headers=ADMIN)).json()["data"]
+        return next((d for d in listed if d["id"] == created["id"]), None)
+
+    await settle(runner)  # within the deadline: still deleting, the next round tries again
+    assert (await admin_view() or {}).get("status") == "deleting"
+    await asyncio.sleep(0.6)
+    await settle(runner)
+    failed = await admin_view()
+    assert failed is not None and failed["status"] == "failed", failed
+    assert "could not be removed within" in failed["error"] and "Serve did not answer" in failed["error"]
+
+    servers.removal_error = None  # the target answers again: a new delete removes it
+    assert (await api.delete(f"/admin/deployments/{created['id']}", headers=ADMIN)).status_code == 200
+    await settle(runner)
+    assert await admin_view() is None
