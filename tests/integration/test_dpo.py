@@ -16,9 +16,8 @@ import openai
 import pytest
 
 from studio.training import TrainConfig, ensure_tiny_model, train
-from tests.helpers import wait_for
+from tests.helpers import CAPITALS, TINY, wait_for
 from tests.integration.conftest import ServeApp
-from tests.integration.test_jobs import CAPITALS, TINY
 from tests.integration.test_ray_train import command, events_of
 from tests.integration.test_serving import QUESTION, tenant, wait_deployment
 
