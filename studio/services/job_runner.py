@@ -27,7 +27,7 @@ from typing import TypeVar
 from studio.config import S3Settings, StorageSettings, TrackerSettings, TrainingSettings, WandbSettings
 from studio.domain.datasets import format_mismatch
 from studio.domain.ids import unix_now
-from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of, learning_rate
+from studio.domain.jobs import classify_exit, fine_tuned_model_name, launcher_of
 from studio.domain.queue import fair_order, launch_budget
 from studio.domain.training_events import TrainingEvent, parse_events
 from studio.errors import NotFound, StudioError
@@ -43,21 +43,19 @@ from studio.ports import (
     TrainingLauncher,
 )
 from studio.schemas.jobs import (
-    DEFAULT_DPO_BETA,
     Job,
     JobChanges,
     JobError,
     LaunchStatus,
 )
 from studio.schemas.queue import QueueSummary
-from studio.services.integrations import wandb_env, wandb_run
 from studio.services.job_journal import JobJournal
 from studio.services.job_results import JobResults, publish_quietly
 from studio.services.job_retention import EventRetention
-from studio.services.remote_storage import mirrored_uri, remote_env, remote_storage
+from studio.services.remote_storage import mirrored_uri
+from studio.services.run_configs import RunConfigs
 from studio.services.run_recorder import RunRecorder
 from studio.services.run_sweeper import UnaccountedRuns
-from studio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,8 +113,14 @@ class JobRunner:
     ) -> None:
         """`s3`: the object store's settings, so a run on a node without the data folder uses S3."""
         self._jobs = jobs
-        self._wandb = wandb
-        self._s3 = s3
+        self._configs = RunConfigs(
+            job_files=job_files,
+            models_dir=models_dir,
+            settings=settings,
+            storage=storage,
+            wandb=wandb,
+            s3=s3,
+        )
         self._journal = journal
         self._datasets = datasets
         self._models = base_models
@@ -138,8 +142,6 @@ class JobRunner:
         self._clients = clients
         self._settings = settings
         self._tracker = tracker
-        self._models_dir = models_dir
-        self._storage = storage or StorageSettings(min_free_bytes=0, min_free_percent=0)
         self._on_round = on_round
         self._retention = retention
         self._results = results
@@ -368,57 +370,6 @@ class JobRunner:
 
     # -- queued -> launched -------------------------------------------------------------------
 
-    def train_config(
-        self,
-        job: Job,
-        *,
-        source: str,
-        training: str,
-        validation: str | None,
-        s3_uris: tuple[str | None, str | None] = (None, None),
-    ) -> TrainConfig:
-        """Return the entrypoint's configuration for `job` (every value decided at creation);
-        `s3_uris`: the S3 mirror of the training and validation files."""
-        hp = job.hyperparameters
-        resources = job.resources
-        workers = resources.workers if resources else 1
-        return TrainConfig(
-            base_model=source,
-            models_dir=self._models_dir,
-            min_free_bytes=self._storage.min_free_bytes,
-            min_free_percent=self._storage.min_free_percent,
-            training_file=Path(training),
-            validation_file=Path(validation) if validation else None,
-            output_dir=self._job_files.absolute(job.id),
-            method="qlora" if hp.quantization is not None else hp.fine_tuning_method,
-            objective=hp.method_type,
-            beta=hp.beta if hp.beta is not None else DEFAULT_DPO_BETA,  # a supervised run ignores it
-            n_epochs=hp.n_epochs,
-            # A step is `batch_size` rows per worker, in `accumulation_steps` micro-batches.
-            batch_size=hp.batch_size // hp.accumulation_steps,
-            gradient_accumulation_steps=hp.accumulation_steps,
-            gradient_checkpointing=hp.gradient_checkpointing is True,
-            sharding=resources.sharding if resources else "ddp",
-            learning_rate=learning_rate(hp.fine_tuning_method, hp.learning_rate_multiplier),
-            lora_r=hp.lora_r,
-            lora_alpha=hp.lora_alpha,
-            lora_dropout=hp.lora_dropout,
-            lora_target_modules=tuple(hp.lora_target_modules),
-            max_seq_len=self._settings.max_seq_len,
-            seed=job.seed,
-            eval_every_steps=self._settings.eval_every_steps,
-            checkpoint_every_steps=self._settings.checkpoint_every_steps,
-            warmup_ratio=self._settings.warmup_ratio,
-            num_workers=workers,
-            use_gpu=bool(resources and resources.num_gpus_per_worker > 0),
-            cpus_per_worker=resources.num_cpus_per_worker if resources else self._settings.cpus_per_worker,
-            ray_train=workers > 1,
-            wandb=wandb_run(job, self._wandb, output_dir=self._job_files.absolute(job.id)),
-            remote=remote_storage(
-                self._s3, client_id=job.client_id, job_id=job.id, training=s3_uris[0], validation=s3_uris[1]
-            ),
-        )
-
     async def _launch(self, job: Job) -> bool:
         """Submit the job's Ray job and record it; return whether it was launched."""
         model = await self._models.get(job.model)
@@ -440,7 +391,7 @@ class JobRunner:
             )
             await self._fail(job, error, param="training_file")
             return False
-        config = self.train_config(
+        config = self._configs.build(
             job, source=model.source, training=paths[0], validation=paths[1], s3_uris=(uris[0], uris[1])
         )
         config_path = f"{job.id}/config.json"
@@ -457,11 +408,7 @@ class JobRunner:
             num_cpus=0 if distributed else config.cpus_per_worker,
             num_gpus=0 if distributed or resources is None else resources.num_gpus_per_worker,
             metadata={"studio_job_id": job.id, "client_id": job.client_id, "attempt": str(attempt)},
-            env={
-                **(wandb_env(self._wandb) if config.wandb is not None else {}),
-                **remote_env(self._s3, config),
-            }
-            or None,
+            env=self._configs.launch_env(config),
         )
         launched = await self._jobs.update(
             job_id=job.id,

@@ -30,7 +30,7 @@ FILE_EXTRAS = {"details"}
 # where its final model lies.
 JOB_EXTRAS = {
     "user_provided_suffix", "fine_tuning_method", "lora", "ray_job_id", "attempts", "resources",
-    "progress", "priority", "queue", "output_model_path",
+    "progress", "priority", "queue", "output_model_path", "output_model_uri",
 }  # fmt: skip
 # A job's method carries only the key of its own type, as OpenAI's does.
 JOB_OMITTED = {"method.dpo", "method.reinforcement"}

@@ -89,6 +89,12 @@ def test_a_job_survives_kill_9_of_an_ingress_replica_and_of_the_database(
         http, job.id, headers, lambda j: j["status"] == "running" and j["progress"]["step"] > 0
     )
 
+    # kill -9 of the embedded database mid-job: Ray restarts its actor on the same files and port.
+    database = ray.get_actor(EMBEDDED_MONGO_ACTOR, namespace=settings.ray.namespace)
+    os.kill(ray.get(database.__ray_call__.remote(lambda actor: os.getpid()), timeout=30), signal.SIGKILL)
+    step = running["progress"]["step"]
+    wait_for(http, job.id, headers, lambda j: j["progress"]["step"] > step or j["status"] != "running")
+
     # kill -9 of one ingress replica: Serve starts another; the job goes on meanwhile.
     def ingress_pids() -> dict[str, int]:
         actors = list_actors(address=ray_cluster, filters=[("state", "=", "ALIVE")], limit=1000)
@@ -98,15 +104,6 @@ def test_a_job_survives_kill_9_of_an_ingress_replica_and_of_the_database(
     assert len(before) == settings.serving.ingress_replicas
     victim = next(iter(before))
     os.kill(before[victim], signal.SIGKILL)
-    step = running["progress"]["step"]
-    advanced = wait_for(
-        http, job.id, headers, lambda j: j["progress"]["step"] > step or j["status"] != "running"
-    )
-
-    # kill -9 of the embedded database: Ray restarts its actor on the same files and port.
-    database = ray.get_actor(EMBEDDED_MONGO_ACTOR, namespace=settings.ray.namespace)
-    os.kill(ray.get(database.__ray_call__.remote(lambda actor: os.getpid()), timeout=30), signal.SIGKILL)
-    step = advanced["progress"]["step"]
     done = wait_for(http, job.id, headers, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
 
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
