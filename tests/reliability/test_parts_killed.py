@@ -108,12 +108,14 @@ def test_a_job_survives_kill_9_of_an_ingress_replica_and_of_the_database(
 
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert done["progress"]["step"] == done["progress"]["total_steps"] > step
-    events = tenant.sdk.fine_tuning.jobs.list_events(job.id, limit=1000).data
-    assert sum(1 for e in events if e.message.startswith("Launched ")) == 1  # never launched twice
     for _ in range(120):  # Serve replaces the killed replica
         after = ingress_pids()
         if victim not in after and len(after) == settings.serving.ingress_replicas:
             break
         time.sleep(0.5)
     assert victim not in after and len(after) == settings.serving.ingress_replicas, after
-    assert http.get("/v1/me", headers=headers).status_code == 200
+    # HAProxy may still send a request to the dead replica until its health check marks it down (the
+    # connection closes unanswered): the SDK's retries cover that window.
+    events = tenant.sdk.with_options(max_retries=5).fine_tuning.jobs.list_events(job.id, limit=1000).data
+    assert sum(1 for e in events if e.message.startswith("Launched ")) == 1  # never launched twice
+    assert tenant.sdk.with_options(max_retries=5).models.list().data is not None  # the API serves on
