@@ -32,7 +32,7 @@ from studio.services.job_results import JobResults
 from studio.services.job_retention import EventRetention
 from studio.services.job_runner import JobRunner, RoundObserver
 from studio.services.jobs import Compute, JobService
-from studio.services.metered import MeteredFileStore, MeteredJobJournal
+from studio.services.metered import MeteredFileStore
 from studio.services.model_download import ModelDownloads
 from studio.services.models import ModelCatalog
 from studio.services.routing import RoutingTable
@@ -56,9 +56,7 @@ def studio_metrics(settings: Settings) -> StudioMetrics | None:
 
 def job_journal(store: MongoStore, metrics: StudioMetrics | None) -> JobJournal:
     """Return the journal every job status change goes through (counting final statuses in `metrics`)."""
-    if metrics is None:
-        return JobJournal(jobs=store.jobs, events=store.job_events)
-    return MeteredJobJournal(jobs=store.jobs, events=store.job_events, metrics=metrics)
+    return JobJournal(jobs=store.jobs, events=store.job_events, metrics=metrics)
 
 
 @asynccontextmanager

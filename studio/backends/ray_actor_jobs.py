@@ -60,6 +60,11 @@ RUN_NAME = re.compile(r"(?P<job>.+)-attempt-\d+")
 NOT_STARTED = frozenset({"DEPENDENCIES_UNREADY", "PENDING_CREATION"})
 
 
+def _actor_state(handle: Any) -> str:
+    """Return the GCS state of an actor (`PENDING_CREATION`, `ALIVE`, `DEAD`, ...); blocking."""
+    return str(ray._private.state.actors(actor_id=handle._actor_id.hex()).get("State", ""))
+
+
 def actor_launch_id(submission_id: str) -> str:
     """Return the launch id of the run `submission_id` under this launcher."""
     return ACTOR_ID_PREFIX + submission_id
@@ -257,8 +262,7 @@ class RayActorLauncher:
                 handle = ray.get_actor(actor_name(launch_id), namespace=self._namespace)
             except ValueError:
                 return None
-            info = ray._private.state.actors(actor_id=handle._actor_id.hex())
-            return handle, str(info.get("State", ""))
+            return handle, _actor_state(handle)
 
         found = await self._blocking(find)
         if found is None or found[1] == "DEAD":
@@ -370,8 +374,7 @@ class RayActorLauncher:
                     handle = ray.get_actor(actor["name"], namespace=self._namespace)
                 except ValueError:  # gone since the list
                     continue
-                info = ray._private.state.actors(actor_id=handle._actor_id.hex())
-                if info.get("State") != "DEAD":
+                if _actor_state(handle) != "DEAD":
                     runs.append(ActiveRun(launch_id=actor_launch_id(actor["name"]), job_id=found["job"]))
             return runs
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from studio.domain.ids import new_id, unix_now
 from studio.domain.jobs import JobStatus, check_job_transition
-from studio.ports import JobEventRepository, JobRepository
+from studio.ports import JobEventRepository, JobRepository, StudioMetrics
 from studio.schemas.jobs import EventLevel, EventType, Job, JobChanges, JobEvent
+
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _seq() -> int:
@@ -18,9 +20,14 @@ def _seq() -> int:
 class JobJournal:
     """Changes a job's status through the domain's table, as a conditional update, and records events."""
 
-    def __init__(self, *, jobs: JobRepository, events: JobEventRepository) -> None:
+    def __init__(
+        self, *, jobs: JobRepository, events: JobEventRepository, metrics: StudioMetrics | None = None
+    ) -> None:
+        """`metrics`: counts each job reaching a final status, once (only the writer whose conditional
+        update won: the API's cancel, the tracker's success or failure)."""
         self._jobs = jobs
         self._events = events
+        self._metrics = metrics
 
     async def transition(
         self,
@@ -43,6 +50,8 @@ class JobJournal:
         updated = await self._jobs.update(
             job_id=job.id, expected=job.status, changes=JobChanges(**fields, status=target)
         )
+        if updated is not None and self._metrics is not None and target in FINAL_STATUSES:
+            self._metrics.job_ended(status=target, model=job.model, client_id=job.client_id)
         if updated is not None and message is not None:
             await self.record(updated, message, level=level)
         return updated

@@ -1,8 +1,7 @@
-"""Metrics taken where they happen, as decorators of what the services already use: a job journal
-that counts jobs reaching a final status, and a file store that counts the bytes clients send.
+"""A file store that counts the bytes clients send, as a decorator of the plain one.
 
-Wired by `app/container.py` in place of the plain ones, so neither `JobService`, `JobRunner` nor the
-dataset and upload services need to know about metrics.
+Wired by `app/container.py` in place of it, so the dataset and upload services need not know about
+metrics. (Jobs reaching a final status are counted by `JobJournal` itself.)
 """
 
 from __future__ import annotations
@@ -10,35 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from studio.domain.jobs import JobStatus
-from studio.ports import FileStore, JobEventRepository, JobRepository, StudioMetrics, WrittenFile
-from studio.schemas.jobs import EventLevel, Job, JobChanges
-from studio.services.job_journal import JobJournal
+from studio.ports import FileStore, StudioMetrics, WrittenFile
 
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class MeteredJobJournal(JobJournal):
-    """A `JobJournal` that counts each job reaching a final status, once: only the writer whose
-    conditional update won counts it (the API's cancel, the tracker's success or failure)."""
-
-    def __init__(self, *, jobs: JobRepository, events: JobEventRepository, metrics: StudioMetrics) -> None:
-        super().__init__(jobs=jobs, events=events)
-        self._metrics = metrics
-
-    async def transition(
-        self,
-        job: Job,
-        target: JobStatus,
-        changes: JobChanges | None = None,
-        *,
-        message: str | None = None,
-        level: EventLevel = "info",
-    ) -> Job | None:
-        updated = await super().transition(job, target, changes, message=message, level=level)
-        if updated is not None and target in FINAL_STATUSES:
-            self._metrics.job_ended(status=target, model=job.model, client_id=job.client_id)
-        return updated
 
 
 class MeteredFileStore:

@@ -1,10 +1,9 @@
 """Copy files and folders between a node's disk and S3, for nodes that do not see the head's data directory.
 
-Used by the trainer (datasets in, checkpoints and final models out: `studio.training.remote_files`) and by
-model servers (base weights and adapters in: `studio.serving.model_cache`). boto3 is imported lazily: a
-run without S3 never loads it. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
-`AWS_SECRET_ACCESS_KEY`, or any other source of boto3's default chain), never from a config file; every
-call has connect and read timeouts and boto's standard retries.
+Used by the trainer (datasets in, checkpoints and final models out: `studio.training.remote_files`).
+boto3 is imported lazily: a run without S3 never loads it. Credentials come from the environment
+(`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, or any other source of boto3's default chain), never
+from a config file; every call has connect and read timeouts and boto's standard retries.
 
 A folder is written to S3 file by file with its `MARKER_FILE` (when it has one) last, and read back
 only once that marker is there, so a reader never takes a half-uploaded checkpoint for a whole one.
