@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any
 
 from studio.config import ServingSettings
 from studio.domain.deployments import LIVE, placement, serve_app_name
+from studio.domain.ids import new_id
 from studio.domain.jobs import parse_fine_tuned_model_name
 from studio.domain.k8s_names import object_name
 from studio.domain.limits import model_allowed
@@ -60,7 +60,7 @@ class DeploymentPlanner:
         now = int(time.time())
         parsed = parse_fine_tuned_model_name(body.model)
         common: dict[str, Any] = {
-            "id": f"dep-{uuid.uuid4().hex[:24]}",
+            "id": new_id("dep"),
             "client_id": owner,
             "model": body.model,
             "target": body.target,

@@ -44,16 +44,26 @@ def post_head(url: str, path: str, headers: dict[str, str]) -> socket.socket:
 
 
 def read_status(sock: socket.socket) -> tuple[int, bytes]:
-    """Read until the response's headers are complete; return the status code and what was read."""
+    """Read the whole response (headers, then the body its Content-Length declares); return the status
+    code and what was read. The body may come in a later segment than the headers."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    status_line = data.split(b"\r\n", 1)[0]
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 "), data[:200]
-    return int(status_line.split()[1]), data
+    lengths = [
+        line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    ]
+    while lengths and len(body) < int(lengths[0]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), head + b"\r\n\r\n" + body
 
 
 def test_the_entry_port_is_served_as_serve_config_ships(serve_app: ServeApp, http: httpx.Client) -> None:
