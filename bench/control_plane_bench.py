@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.control_plane_bench [--tenants 100] [--jobs-per-tenant 100]
         [--deployments 1000] [--concurrency 16] [--samples 200] [--idle-s 30] [--mode haproxy]
+        [--db-profile]
 
 Mini Studio as `serve run serve_config.yaml` runs it on embedded defaults (the same application builder,
 Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CPU Ray cluster. Phases:
@@ -20,6 +21,8 @@ Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CP
 5. The tracker's round time and the database's CPU again, idle traffic, with the queue full.
 6. A fresh tenant's job with the whole queue waiting: create -> running, beside phase 1's.
 
+`--db-profile` records every database command of phase 2 and prints them per job created, grouped by
+the process that sent them (`bench/db_commands.py`; the profiler's writes slow the phase down).
 `--mode` runs Serve's entry point another way (`tests/serve_modes.py`: proxy, haproxy; default:
 what `serve_config.yaml` ships).
 """
@@ -38,6 +41,8 @@ import httpx
 import psutil
 
 from bench.common import ADMIN_KEY, RunningStudio, running_studio
+from bench.db_commands import profiled, report
+from studio.app.embedded import embedded_mongo_url
 from tests.serve_modes import MODES, mode_env, private_ports
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -197,7 +202,6 @@ async def pause_and_clear(http: httpx.AsyncClient, tenants: list[dict[str, str]]
 async def insert_deployments(studio: RunningStudio, tenants: list[dict[str, str]], count: int) -> None:
     from pymongo import AsyncMongoClient
 
-    from studio.app.embedded import embedded_mongo_url
     from studio.domain.ids import new_id
     from studio.schemas.deployments import Deployment, EngineOptions
     from studio.stores.documents import to_document
@@ -280,7 +284,14 @@ async def run(studio: RunningStudio, args: argparse.Namespace) -> None:
         if hold is not None:
             await asyncio.to_thread(hold.wait, 60)
         print(f"creating {args.tenants} tenants x {args.jobs_per_tenant} jobs ...", flush=True)
-        tenants, creates, wall = await seed(http, args)
+        if args.db_profile:
+            url = await embedded_mongo_url(studio.settings)
+            async with profiled(url, studio.settings.store.database) as since:
+                tenants, creates, wall = await seed(http, args)
+            database, port = studio.settings.store.database, studio.settings.store.embedded_port
+            lines += await report(url, database, port, since=since, per=len(creates), unit="job created")
+        else:
+            tenants, creates, wall = await seed(http, args)
         await pause_and_clear(http, tenants)
         if hold is not None:
             remove_placement_group(hold)
@@ -311,6 +322,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--idle-s", type=float, default=30)
+    parser.add_argument(
+        "--db-profile", action="store_true", help="profile the database while jobs are created (slower)"
+    )
     parser.add_argument("--mode", choices=[m for m in MODES if m != "direct"], default=None)
     args = parser.parse_args()
     env = None if args.mode is None else private_ports(mode_env(args.mode))

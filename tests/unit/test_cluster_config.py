@@ -181,6 +181,16 @@ def test_the_rayservice_enables_token_auth_from_a_named_secret() -> None:
         }
 
 
+def test_the_rayservice_runs_the_entry_point_serve_config_ships() -> None:
+    """KubeRay starts Serve's controller itself, so serve_config.yaml's `controller_options` env (HAProxy on
+    the entry port) must reach the head pod's environment, value for value."""
+    shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["controller_options"]["runtime_env"]
+    (service,) = [doc for doc in manifest() if doc["kind"] == "RayService"]
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in head["env"]}
+    assert shipped["env_vars"] and all(env.get(k) == v for k, v in shipped["env_vars"].items()), env
+
+
 def test_network_policies_keep_the_dashboard_and_gcs_to_ray_pods_and_the_operator() -> None:
     docs = manifest()
     (service,) = [doc for doc in docs if doc["kind"] == "RayService"]
