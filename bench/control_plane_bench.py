@@ -10,7 +10,8 @@ Ray's dashboard for the Jobs API, the embedded MongoDB actor), on a private 2-CP
 1. Empty queue: a fresh tenant's job, create -> running; the tracker's round time (Ray's gauge
    `mini_studio_tracker_round_seconds`) and the database process's CPU over `idle-s` with no traffic.
 2. `tenants` tenants (max_concurrent_jobs 1) each upload a file, then create `jobs-per-tenant` one-epoch
-   LoRA jobs through the API at `concurrency` (the create rate and its p50/p99). While they are created,
+   LoRA jobs through the API at `concurrency` (the create rate and its p50/p99, and the CPU each
+   process spent per job created, `bench/process_cpu.py`). While they are created,
    a placement group holds the cluster's free CPUs, so what the tracker launches waits in Ray and the
    rest in Mini Studio's queue. Then every bench tenant is paused (its limit set to 0, as a tenant at
    its cap: nothing of its launches), the launched jobs cancelled and the CPUs freed.
@@ -40,6 +41,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import process_cpu
 from bench.common import ADMIN_KEY, RunningStudio, running_studio
 from bench.db_commands import profiled, report
 from studio.app.embedded import embedded_mongo_url
@@ -181,9 +183,14 @@ async def seed(
             if len(latencies) % 1000 == 0:
                 print(f"  {len(latencies):,} jobs created", flush=True)
 
+    cpu_before = await asyncio.to_thread(process_cpu.snapshot)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    return list(tenants), latencies, time.perf_counter() - started
+    wall = time.perf_counter() - started
+    cpu_after = await asyncio.to_thread(process_cpu.snapshot)
+    spent = process_cpu.report(cpu_before, cpu_after, wall_s=wall, per=len(work), unit="job created")
+    print("\n".join(spent), flush=True)
+    return list(tenants), latencies, wall
 
 
 async def pause_and_clear(http: httpx.AsyncClient, tenants: list[dict[str, str]]) -> None:
