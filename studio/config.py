@@ -98,6 +98,15 @@ class ServingSettings(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     # A model server not ready this long after its deploy began is failed.
     deploy_timeout_s: float = Field(default=900.0, gt=0, le=86_400)
+    model_cache_max_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description=(
+            "Bytes of models and adapters fetched from S3 that each node's cache keeps "
+            "($STUDIO_NODE_CACHE_DIR/s3-models; the least recently used go first, whole). Used where a "
+            "model server's node does not see the folder a model was written to (no shared file system)."
+        ),
+    )
     # Bound on one call to Serve's controller or a model server outside inference (ready, attach).
     call_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # Tokens a model server gathers into one streamed item (one item per token costs more than it).

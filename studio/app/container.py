@@ -288,6 +288,9 @@ async def open_job_runner(
                 mirror_to_s3=objects is not None,
             ),
             wandb=settings.wandb,
+            # With a bucket, every run's config names its S3 locations: a run on a node that does not
+            # see this data directory takes its dataset from S3 and sends its outputs there.
+            s3=settings.s3 if settings.s3.bucket is not None else None,
         )
 
 

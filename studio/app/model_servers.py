@@ -9,6 +9,26 @@ from studio.backends.k8s_servers import KubernetesModelServers
 from studio.backends.model_targets import ModelServersByTarget
 from studio.backends.serve_models import ServeModelServers
 from studio.config import Settings
+from studio.services.remote_storage import credentials_env
+from studio.serving.spec import ModelStore
+
+
+def model_store(settings: Settings) -> ModelStore | None:
+    """Return where model servers fetch `s3://` models from (None: no bucket configured)."""
+    s3 = settings.s3
+    if s3.bucket is None:
+        return None
+    return ModelStore(
+        endpoint_url=s3.endpoint_url,
+        region=s3.region,
+        timeout_s=s3.timeout_s,
+        cache_max_bytes=settings.serving.model_cache_max_bytes,
+    )
+
+
+def s3_env(settings: Settings) -> dict[str, str]:
+    """Return the S3 credentials model servers get as environment variables (none without a bucket)."""
+    return credentials_env(settings.s3) if settings.s3.bucket is not None else {}
 
 
 def model_servers(settings: Settings) -> ModelServersByTarget:
@@ -21,6 +41,8 @@ def model_servers(settings: Settings) -> ModelServersByTarget:
             models_dir=str(settings.models_dir),
             timeout_s=serving.call_timeout_s,
             stream_batch_ms=serving.stream_batch_ms,
+            store=model_store(settings),
+            store_env=s3_env(settings),
         )
 
     factories: dict[str, Callable[[], Any]] = {"serve": serve_servers}

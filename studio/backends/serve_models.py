@@ -30,7 +30,7 @@ from studio.schemas.deployments import Deployment
 from studio.serving.engine import engine_env
 from studio.serving.errors import ModelRequestError, refusal_code
 from studio.serving.server import ModelServer
-from studio.serving.spec import ServerSpec
+from studio.serving.spec import ModelStore, ServerSpec
 
 # Requests one replica takes at once; vLLM batches them (Serve's autoscaling reads the ongoing count).
 MAX_ONGOING_REQUESTS = 64
@@ -81,8 +81,11 @@ def parallel_sizes(deployment: Deployment) -> tuple[int, int]:
     return engine.tensor_parallel_size or 1, engine.pipeline_parallel_size or 1
 
 
-def deployment_options(deployment: Deployment, *, scratch_dir: str) -> dict[str, Any]:
-    """Return the Serve deployment options of a model server (`serve.deployment(...).options(**)`).
+def deployment_options(
+    deployment: Deployment, *, scratch_dir: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Return the Serve deployment options of a model server (`serve.deployment(...).options(**)`);
+    `env`: added to its replicas' environment (the S3 credentials of the node cache).
 
     One GPU worker or none: the replica actor reserves `num_cpus` and `num_gpus` itself. Several GPU
     workers: a placement group per replica, one `{"GPU": 1}` bundle per worker, the first also holding
@@ -97,7 +100,7 @@ def deployment_options(deployment: Deployment, *, scratch_dir: str) -> dict[str,
         "ray_actor_options": {
             "num_cpus": deployment.num_cpus,
             "num_gpus": 0 if gpu_workers else deployment.num_gpus,
-            "runtime_env": {"env_vars": engine_env(scratch_dir, cpu_workers=cpu_workers)},
+            "runtime_env": {"env_vars": {**engine_env(scratch_dir, cpu_workers=cpu_workers), **(env or {})}},
         },
         "max_ongoing_requests": MAX_ONGOING_REQUESTS,
         "health_check_period_s": 10,
@@ -127,8 +130,19 @@ class ServeModelServers:
     """`ModelServers` and `InferenceBackend` on this Ray cluster's Serve."""
 
     def __init__(
-        self, *, scratch_dir: str, models_dir: str | None, timeout_s: float, stream_batch_ms: float = 20.0
+        self,
+        *,
+        scratch_dir: str,
+        models_dir: str | None,
+        timeout_s: float,
+        stream_batch_ms: float = 20.0,
+        store: ModelStore | None = None,
+        store_env: dict[str, str] | None = None,
     ) -> None:
+        """`store`: where replicas fetch models and adapters whose folder is not on their node (S3), with
+        `store_env` (its credentials) in their environment."""
+        self._store = store
+        self._store_env = store_env or {}
         self._scratch_dir = scratch_dir
         self._models_dir = models_dir
         self._timeout_s = timeout_s
@@ -158,11 +172,13 @@ class ServeModelServers:
             pipeline_parallel_size=pp,
             quantization=engine.quantization,
             kv_cache_dtype=engine.kv_cache_dtype,
+            model_uri=deployment.model_uri,
+            store=self._store,
         )
 
     def _application(self, deployment: Deployment) -> Any:
         server: Any = serve.deployment(ModelServer)
-        options = deployment_options(deployment, scratch_dir=self._scratch_dir)
+        options = deployment_options(deployment, scratch_dir=self._scratch_dir, env=self._store_env)
         return server.options(**options).bind(self.spec(deployment))
 
     async def _blocking(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -221,7 +237,9 @@ class ServeModelServers:
     async def attach(self, adapter: Deployment) -> None:
         try:
             await asyncio.wait_for(
-                self._call_handle(adapter, stream=False).attach.remote(adapter.adapter_path),
+                self._call_handle(adapter, stream=False).attach.remote(
+                    adapter.adapter_path, adapter.adapter_uri
+                ),
                 timeout=self._timeout_s,
             )
         except Exception as exc:
@@ -239,7 +257,7 @@ class ServeModelServers:
         handle = self._call_handle(call, stream=False)
         try:
             result: JsonObject = await handle.complete.remote(
-                call.kind, call.body, call.deployment.adapter_path
+                call.kind, call.body, call.deployment.adapter_path, call.deployment.adapter_uri
             )
         except Exception as exc:
             raise _unwrap(exc) from exc
@@ -247,7 +265,9 @@ class ServeModelServers:
 
     async def stream(self, call: InferenceCall) -> AsyncIterator[str]:
         handle = self._call_handle(call, stream=True)
-        response: Any = handle.stream.remote(call.kind, call.body, call.deployment.adapter_path)
+        response: Any = handle.stream.remote(
+            call.kind, call.body, call.deployment.adapter_path, call.deployment.adapter_uri
+        )
         try:
             async for batch in response:
                 yield "".join(batch)  # one write for the events of a batch, not one per token

@@ -152,6 +152,10 @@ class Deployment(DeploymentFields):
     # What the server loads: the base model's directory or hub id, or the fine-tune's final directory.
     model_source: str
     adapter_path: str | None = None
+    # The S3 copies of `model_source` (a full fine-tune) and `adapter_path` (the job's `output_model_uri`):
+    # a model server on a node without that directory loads them through its node's cache.
+    model_uri: str | None = None
+    adapter_uri: str | None = None
     updated_at: int
 
     @model_validator(mode="before")
@@ -185,7 +189,7 @@ class DeploymentChanges(BaseModel):
     ready_at: int | None = None
 
 
-_PRIVATE = {"client_id", "holders", "model_source", "adapter_path", "updated_at"}
+_PRIVATE = {"client_id", "holders", "model_source", "adapter_path", "model_uri", "adapter_uri", "updated_at"}
 
 
 class DeploymentPublic(DeploymentFields):

@@ -105,6 +105,8 @@ class DeploymentPlanner:
                 app_name=self._server_name(body.model, owner, body.target),
                 model_source=base_entry.source if base_entry is not None else final,
                 adapter_path=final if lora else None,
+                model_uri=None if lora else job.output_model_uri,
+                adapter_uri=job.output_model_uri if lora else None,
             )
         base = await self._deployments.get_by_model(job.model)
         if base is None or base.status not in LIVE or base.target != "serve" or base.placement != "server":
@@ -124,6 +126,7 @@ class DeploymentPlanner:
             base_deployment=base.id,
             model_source=final,
             adapter_path=final,
+            adapter_uri=job.output_model_uri,
         )
 
     async def with_layout(self, record: Deployment, *, gpu_memory_gib: float | None) -> Deployment:

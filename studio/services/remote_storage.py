@@ -41,7 +41,13 @@ def remote_env(s3: S3Settings | None, config: TrainConfig) -> dict[str, str]:
     """Return the launch's environment for `config.remote`: S3 credentials and the config's JSON."""
     if s3 is None or config.remote is None:
         return {}
-    env = {CONFIG_ENV: config.model_dump_json()}
+    return {CONFIG_ENV: config.model_dump_json(), **credentials_env(s3)}
+
+
+def credentials_env(s3: S3Settings) -> dict[str, str]:
+    """Return the S3 keys as boto3 reads them from the environment (none set: boto3's default chain on
+    the node applies, an instance profile say). Runs and model servers get them this way."""
+    env = {}
     if s3.access_key_id is not None:
         env["AWS_ACCESS_KEY_ID"] = s3.access_key_id.get_secret_value()
     if s3.secret_access_key is not None:

@@ -6,6 +6,11 @@ LoRA adapters are Serve multiplexed models: the caller names the adapter (`multi
 public `ft:` name) and passes its directory; a replica loads it on first use (`add_lora`, tens of ms)
 and keeps up to `max_adapters` (least recently used is dropped), and Serve routes an adapter's requests
 to replicas that already hold it.
+
+No shared file system needed: a model or adapter whose directory is not on the replica's node is loaded
+from its S3 copy (the `model_uri` of the spec, the `adapter_uri` of a request) through the node's bounded
+cache (`model_cache.py`); scratch files and base models made here go to the node's cache folder when the
+head's data directory is not mounted.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,11 +31,13 @@ from studio.serving.engine import (
     adapter_rank,
     check_model_dir,
     engine_args,
+    engine_env,
     prepare_scratch,
     write_zero_adapter,
     zero_adapter_reason,
 )
 from studio.serving.errors import ModelRequestError
+from studio.serving.model_cache import ModelCache, local_model, node_local
 from studio.serving.spec import ServerSpec
 
 if TYPE_CHECKING:
@@ -62,10 +70,26 @@ class ModelServer:
 
         from studio.training.models import resolve_base_model
 
-        models_dir = Path(spec.models_dir) if spec.models_dir else None
-        source = resolve_base_model(spec.model_source, models_dir)
+        store = spec.store
+        self._cache = (
+            ModelCache(
+                max_bytes=store.cache_max_bytes,
+                endpoint_url=store.endpoint_url,
+                region=store.region,
+                timeout_s=store.timeout_s,
+            )
+            if store is not None
+            else None
+        )
+        scratch_dir = str(node_local(Path(spec.scratch_dir)))
+        if scratch_dir != spec.scratch_dir:  # the deploy's environment named the head's folder
+            os.environ.update(engine_env(scratch_dir, cpu_workers=1 if spec.use_gpu else spec.workers))
+            tempfile.tempdir = None  # read TMPDIR again
+        models_dir = node_local(Path(spec.models_dir)) if spec.models_dir else None
+        local = local_model(spec.model_source, spec.model_uri, self._cache)
+        source = resolve_base_model(local, models_dir)
         check_model_dir(source)
-        spec = dataclasses.replace(spec, model_source=str(source))
+        spec = dataclasses.replace(spec, model_source=str(source), scratch_dir=scratch_dir)
         self._spec = spec
         self._scratch = Path(spec.scratch_dir)
         prepare_scratch(spec.scratch_dir)
@@ -77,6 +101,8 @@ class ModelServer:
         # vLLM's engine stats as Ray metrics (`ray_vllm_*`, tagged model_name, engine and ReplicaId), as Ray
         # Serve LLM exports them; `disable_log_stats` (engine.py) only keeps the periodic log lines off.
         self._engine = AsyncLLM.from_engine_args(self._args, stat_loggers=[RayPrometheusStatLogger])
+        # Each adapter's directory as given and its S3 copy; the folder it was loaded from, on this node.
+        self._adapter_sources: dict[str, tuple[str, str | None]] = {}
         self._adapter_paths: dict[str, str] = {}
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_task(self._prepare())
@@ -128,9 +154,10 @@ class ModelServer:
 
     def _loader(self) -> Callable[[str], Awaitable[_Adapter]]:
         async def load(model_id: str) -> _Adapter:
-            path = self._adapter_paths.get(model_id)
-            if path is None:
+            source = self._adapter_sources.get(model_id)
+            if source is None:
                 raise ModelRequestError(404, f"the adapter {model_id!r} is not known to this server")
+            path = await self._local_adapter(model_id, *source)
             try:
                 rank = adapter_rank(path)
             except ValueError as exc:
@@ -142,9 +169,24 @@ class ModelServer:
                     f"{self._spec.max_lora_rank}; redeploy the base with engine.max_lora_rank >= {rank}",
                 )
             await self._register(model_id, path)
+            self._adapter_paths[model_id] = path
             return _Adapter(model_id, self)
 
         return load
+
+    async def _local_adapter(self, model_id: str, path: str, uri: str | None) -> str:
+        """Return the adapter's folder on this node: `path`, or its S3 copy in the node's cache."""
+        try:
+            return await asyncio.to_thread(local_model, path, uri, self._cache)
+        except FileNotFoundError as exc:
+            raise ModelRequestError(
+                400, f"the adapter {model_id!r} is neither at {path} on this node nor in S3: {exc}"
+            ) from exc
+        except Exception as exc:  # botocore's: S3 unreachable or refusing the credentials
+            log.warning("fetching adapter %s from %s failed", model_id, uri, exc_info=True)
+            raise ModelRequestError(
+                503, f"the adapter {model_id!r} could not be fetched from S3: {exc}"
+            ) from exc
 
     async def ready(self) -> JsonObject:
         """Wait until this replica can serve; return what it serves."""
@@ -183,12 +225,13 @@ class ModelServer:
             raise RuntimeError(f"the model server failed to start: {self._ready.exception()}")
         await self._engine.check_health()
 
-    async def attach(self, adapter_path: str) -> JsonObject:
-        """Load the adapter named by the request's multiplexed model id (a warm-up); return its name."""
-        name = await self._select(adapter_path)
-        return {"adapter": name}
+    async def attach(self, adapter_path: str, adapter_uri: str | None = None) -> JsonObject:
+        """Load the adapter named by the request's multiplexed model id (a warm-up); return its name and
+        the folder it was loaded from on this replica's node."""
+        name = await self._select(adapter_path, adapter_uri)
+        return {"adapter": name, "path": self._adapter_paths.get(name)}
 
-    async def _select(self, adapter_path: str | None) -> str:
+    async def _select(self, adapter_path: str | None, adapter_uri: str | None = None) -> str:
         """Return the model name the request runs as: the adapter it names, else the base (the engine's
         own model, or the zero adapter registered under its name)."""
         await self._ready
@@ -197,18 +240,20 @@ class ModelServer:
             return self._spec.model_name
         if adapter_path is None:
             raise ModelRequestError(400, f"no adapter directory given for {adapter!r}")
-        self._adapter_paths[adapter] = adapter_path
+        self._adapter_sources[adapter] = (adapter_path, adapter_uri)
         await self._load_adapter(adapter)
         return adapter
 
-    async def _serve(self, kind: str, body: JsonObject, adapter_path: str | None) -> Any:
+    async def _serve(
+        self, kind: str, body: JsonObject, adapter_path: str | None, adapter_uri: str | None
+    ) -> Any:
         from pydantic import ValidationError
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.exceptions import VLLMValidationError
 
-        name = await self._select(adapter_path)
+        name = await self._select(adapter_path, adapter_uri)
         request_type = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
             request = request_type.model_validate({**body, "model": name})
@@ -231,22 +276,24 @@ class ModelServer:
             )
         return result
 
-    async def complete(self, kind: str, body: JsonObject, adapter_path: str | None = None) -> JsonObject:
+    async def complete(
+        self, kind: str, body: JsonObject, adapter_path: str | None = None, adapter_uri: str | None = None
+    ) -> JsonObject:
         """Return the OpenAI response (`kind` "chat" or "completion") for a non-streaming request.
 
         Dumped whole, nulls included, as vLLM's OpenAI server sends it (the Kubernetes target forwards
         that body): OpenAI's shape has `logprobs: null`, `refusal: null` and `content: null` beside
         `tool_calls`, which `exclude_none` would drop.
         """
-        result = await self._serve(kind, {**body, "stream": False}, adapter_path)
+        result = await self._serve(kind, {**body, "stream": False}, adapter_path, adapter_uri)
         dumped: JsonObject = result.model_dump(mode="json")
         return dumped
 
     async def stream(
-        self, kind: str, body: JsonObject, adapter_path: str | None = None
+        self, kind: str, body: JsonObject, adapter_path: str | None = None, adapter_uri: str | None = None
     ) -> AsyncIterator[list[str]]:
         """Yield the response's Server-Sent Events in small batches (one item per `stream_batch_ms`)."""
-        events = await self._serve(kind, {**body, "stream": True}, adapter_path)
+        events = await self._serve(kind, {**body, "stream": True}, adapter_path, adapter_uri)
         window = self._spec.stream_batch_ms / 1000
         batch: list[str] = []
         flush_at = 0.0  # the first event goes at once (time to first token); later ones gather

@@ -7,6 +7,17 @@ from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
+class ModelStore:
+    """Where a replica fetches `s3://` model folders from (credentials: the replica's environment), and
+    the most bytes of them its node's cache keeps (`studio.serving.model_cache`)."""
+
+    endpoint_url: str | None
+    region: str | None
+    timeout_s: float
+    cache_max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSpec:
     """One model server's configuration (every replica gets the same).
 
@@ -14,6 +25,9 @@ class ServerSpec:
     `model_source` a local directory or a hub id. With `adapters` set (base models) the engine takes
     LoRA adapters at runtime; base requests run without one (on CPU with vLLM's LoRA kernels patched,
     else through an all-zero adapter: see `engine.py`).
+
+    `model_uri`: the S3 copy of `model_source` (a full fine-tune's final model), loaded through the node's
+    cache when `model_source` is not on the replica's node; `store` says where S3 is (None: no S3).
     """
 
     model_name: str
@@ -35,6 +49,8 @@ class ServerSpec:
     pipeline_parallel_size: int = 1
     quantization: Literal["fp8"] | None = None
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    model_uri: str | None = None
+    store: ModelStore | None = None
 
     @property
     def workers(self) -> int:

@@ -123,6 +123,9 @@ def localize(config: TrainConfig) -> tuple[TrainConfig, ArtifactUploader | None]
     if config.output_dir.parent.is_dir():
         return config.model_copy(update=updates), None
     output_dir = cache / "jobs" / config.output_dir.name
+    # It exists before training starts, as the tracker's folder (holding config.json) does: the disk
+    # guard measures the disk it is on before the first checkpoint.
+    output_dir.mkdir(parents=True, exist_ok=True)
     output = S3Location.parse(remote.output)
     updates["output_dir"] = output_dir
     if config.models_dir is not None and not config.models_dir.is_dir():

@@ -98,6 +98,25 @@ def test_every_worker_starts_ray_in_token_mode_and_every_node_gets_the_token(tmp
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
+def test_every_node_starts_ray_with_a_node_cache_on_its_own_disk(tmp_path: Path) -> None:
+    """No shared file system (S3): each raylet, whose runs and replicas inherit its environment, gets
+    `STUDIO_NODE_CACHE_DIR` from the start command itself, under the node's home."""
+    config = cluster_config()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        home = tmp_path / key
+        stub = home / "venv" / "bin" / "ray"
+        stub.parent.mkdir(parents=True)
+        stub.write_text(
+            '#!/bin/sh\n[ "$1" = start ] && printf %s "${STUDIO_NODE_CACHE_DIR-}" > "$HOME/cache"\n'
+        )
+        stub.chmod(0o755)
+        for command in config[key]:
+            subprocess.run(
+                ["bash", "-c", command], env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, check=False
+            )
+        assert (home / "cache").read_text() == f"{home}/mini-studio-cache", key
+
+
 # --- the KubeRay RayService: token auth, and NetworkPolicies that keep 8265 and 6379 in the cluster ---------
 OPERATOR_NAMESPACE = "default"  # where `helm install kuberay-operator` and KubeRay's kustomize put it
 

@@ -15,6 +15,7 @@ from studio.domain.serving_plan import ServingRequest, plan_deployment
 from studio.schemas.deployments import Deployment, DeploymentLayout, EngineOptions
 from studio.serving.engine import engine_args, engine_env
 from studio.serving.server import ModelServer
+from studio.serving.spec import ModelStore
 
 LLAMA_31_8B = {
     "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -128,3 +129,24 @@ def test_a_record_from_before_planning_runs_one_worker() -> None:
     old = planned(num_gpus=1).model_copy(update={"engine": EngineOptions(), "layout": None, "num_gpus": 2.0})
     assert engine_args(servers().spec(old))["tensor_parallel_size"] == 1
     assert "placement_group_bundles" not in deployment_options(old, scratch_dir=SCRATCH)
+
+
+def test_a_full_fine_tune_s_s3_copy_and_the_node_cache_reach_its_replicas() -> None:
+    """No shared file system: the spec names the model's `s3://` copy and where S3 is; the replicas get the
+    S3 keys in their environment (never in the spec, which Serve shows in its config)."""
+    store = ModelStore(
+        endpoint_url="http://s3:9000", region="us-east-1", timeout_s=10, cache_max_bytes=1 << 30
+    )
+    keys = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    with_s3 = ServeModelServers(
+        scratch_dir=SCRATCH, models_dir=None, timeout_s=5, store=store, store_env=keys
+    )
+    uri = "s3://bucket/client/jobs/ftjob-1/final"
+    deployment = planned(num_gpus=0).model_copy(update={"model_uri": uri})
+    spec = with_s3.spec(deployment)
+    assert (spec.model_source, spec.model_uri, spec.store) == ("/models/llama-3.1-8b", uri, store)
+    assert "secret" not in repr(spec)
+    options = deployment_options(deployment, scratch_dir=SCRATCH, env=keys)
+    assert options["ray_actor_options"]["runtime_env"]["env_vars"] == engine_env(SCRATCH) | keys
+    serve_checked(options)
+    assert servers().spec(deployment).store is None  # no bucket: paths only, as before
