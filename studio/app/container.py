@@ -183,6 +183,8 @@ async def open_services(
             base_models=store.base_models,
             archiver=TarDirectoryArchiver(),
             merger=RayAdapterMerger(models_dir=settings.models_dir),
+            objects=objects,
+            jobs_dir=settings.jobs_dir,
         )
         deployments = DeploymentService(
             deployments=store.deployments,

@@ -14,11 +14,12 @@ import posixpath
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 from studio.domain.jobs import parse_fine_tuned_model_name
 from studio.errors import InvalidInput, NotFound, Unavailable
-from studio.ports import BaseModelRepository, JobRepository
+from studio.ports import BaseModelRepository, JobRepository, ObjectStore
 from studio.schemas.clients import Client
 from studio.schemas.jobs import Job
 
@@ -69,7 +70,13 @@ class ModelDownloads:
         base_models: BaseModelRepository,
         archiver: DirectoryArchiver,
         merger: AdapterMerger | None,
+        objects: ObjectStore | None = None,
+        jobs_dir: Path | None = None,
     ) -> None:
+        """`objects` and `jobs_dir`: a model trained on a node without the data directory has its files
+        only in S3 (`output_model_uri`); its first download copies them to `<jobs_dir>/<job id>/final`."""
+        self._objects = objects
+        self._jobs_dir = jobs_dir
         self._jobs = jobs
         self._base_models = base_models
         self._archiver = archiver
@@ -101,10 +108,35 @@ class ModelDownloads:
                 code="invalid_format",
             )
         merged = format == "merged" and lora
-        directory = await self._merged(job, final) if merged else final
         name = archive_name(model_id, merged=merged)
-        size, chunks = await self._archiver.archive(directory, root=name)
+        try:
+            directory = await self._merged(job, final) if merged else final
+            size, chunks = await self._archiver.archive(directory, root=name)
+        except NotFound as exc:
+            if exc.code != "model_files_missing":
+                raise
+            final = await self._from_s3(job)  # the run wrote its model on a node of its own
+            directory = await self._merged(job, final) if merged else final
+            size, chunks = await self._archiver.archive(directory, root=name)
         return ModelArchive(filename=f"{name}.tar", media_type=TAR_MEDIA_TYPE, size=size, chunks=chunks)
+
+    async def _from_s3(self, job: Job) -> str:
+        """Copy the job's final model from its S3 copy to the data directory once; return that folder.
+
+        Raises:
+            NotFound: no S3 copy (or no S3 here): the model's files are gone.
+        """
+        uri, objects, root = job.output_model_uri, self._objects, self._jobs_dir
+        if uri is None or objects is None or root is None or not uri.startswith(f"s3://{objects.bucket}/"):
+            raise NotFound(
+                f"the model {job.fine_tuned_model!r} has no files left", code="model_files_missing"
+            )
+        target = root / job.id / "final"
+        async with self._merging.setdefault(job.id, asyncio.Lock()):  # one copy per job at a time
+            if not await asyncio.to_thread(target.is_dir):
+                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+                await objects.get_directory(prefix=uri.removeprefix(f"s3://{objects.bucket}/"), path=target)
+        return str(target)
 
     async def _job(self, client: Client, model_id: str) -> Job:
         parsed = parse_fine_tuned_model_name(model_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from studio.blocking import BlockingCalls
 from studio.config import S3Settings
-from studio.errors import Unavailable
+from studio.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -109,6 +111,31 @@ class S3ObjectStore:
         await self._run(
             self._s3.download_file, self._bucket, key, str(path), Config=self._transfer, budget_s=3600
         )
+
+    async def get_directory(self, *, prefix: str, path: Path) -> int:
+        keys: list[str] = await self._run(self._keys_under, prefix.rstrip("/") + "/")
+        if not keys:
+            raise NotFound(f"nothing in s3://{self._bucket}/{prefix}", code="model_files_missing")
+        # Written beside `path`, renamed into place once complete: a reader never sees half a folder.
+        partial = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
+        try:
+            for key in keys:
+                target = partial / key[len(prefix.rstrip("/")) + 1 :]
+                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+                await self.get_file(key=key, path=target)
+            await asyncio.to_thread(os.replace, partial, path)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+        return len(keys)
+
+    def _keys_under(self, prefix: str) -> list[str]:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
+        return [
+            item["Key"]
+            for page in pages
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        ]
 
     async def exists(self, key: str) -> bool:
         try:

@@ -12,9 +12,12 @@ import os
 import tarfile
 from urllib.parse import quote
 
+import boto3
+
+from tests.conftest import S3Endpoint
 from tests.contract.conftest import Tenant
 from tests.contract.strict import ERROR_OMITTED, ErrorBody, assert_openai_shape
-from tests.contract.test_job_results import Tracker, succeeded_job, tracker
+from tests.contract.test_job_results import Tracker, log_of, succeeded_job, tracker
 
 __all__ = ["tracker"]  # fixture
 LONG = "nested/" + "a-very-long-file-name-" * 6 + ".bin"  # > 100 characters: a PAX header
@@ -76,3 +79,57 @@ async def new_tenant_headers(tenant: Tenant) -> tuple[str, dict[str, str]]:
     from tests.api.conftest import new_client
 
     return await new_client(tenant.api, name="stranger")
+
+
+async def test_a_model_trained_on_a_node_of_its_own_downloads_from_its_s3_copy(
+    tenant: Tenant, tracker: Tracker, s3_endpoint: S3Endpoint
+) -> None:
+    """No shared file system: the run left its model on its node and in S3 (`final_uri`); the first
+    download copies it to the data directory (whole), later ones read that copy."""
+    file = await tenant.upload()
+    job_id = str((await tenant.create_job(file["id"], suffix="remote"))["id"])
+    client_id = (await tenant.api.get("/v1/me", headers=tenant.headers)).json()["id"]
+    prefix = f"{client_id}/jobs/{job_id}/final"
+    written = {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(70_000), LONG: b"y"}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint.endpoint_url,
+        aws_access_key_id=s3_endpoint.access_key,
+        aws_secret_access_key=s3_endpoint.secret_key,
+        region_name="us-east-1",
+    )
+    for name, data in written.items():
+        s3.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/{name}", Body=data)
+    elsewhere = "/nonexistent/node-2-cache/jobs/final"  # the run's node, not this one
+    uri = f"s3://{s3_endpoint.bucket}/{prefix}"
+    result = {"type": "result", "final_path": elsewhere, "final_uri": uri, "trained_tokens": 9}
+    await tracker.run_to_end(job_id, log_of(result))
+    done = (await tenant.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=tenant.headers)).json()
+    assert done["status"] == "succeeded" and done["output_model_uri"] == uri, done
+    local = tracker.settings.jobs_dir / job_id / "final"
+    assert not local.exists()
+
+    tuned = done["fine_tuned_model"]
+    for _ in range(2):  # the copy, then the copy on disk
+        answer = await tenant.api.get(f"/v1/models/{tuned}/content", headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        stem = tuned.replace(":", "-").replace("/", "-")
+        with tarfile.open(fileobj=io.BytesIO(answer.content)) as archive:
+            members = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}  # type: ignore[union-attr]
+        assert members == {f"{stem}/{name}": data for name, data in written.items()}
+        assert sorted(p.name for p in local.parent.iterdir() if p.name.startswith(".tmp-")) == []
+    assert (local / "adapter_model.safetensors").read_bytes() == written["adapter_model.safetensors"]
+
+    # Gone from S3 as well (and not on disk): a clear 404, not a 500.
+    other = await tenant.create_job(file["id"], suffix="lost")
+    lost_uri = f"s3://{s3_endpoint.bucket}/{client_id}/jobs/{other['id']}/final"
+    lost = {"type": "result", "final_path": elsewhere, "final_uri": lost_uri, "trained_tokens": 9}
+    tracker.runner.wake(client_id)  # what the ingress's create does (this app's tracker is never woken)
+    await tracker.run_to_end(str(other["id"]), log_of(lost))
+    lost_model = (await tenant.api.get(f"/v1/fine_tuning/jobs/{other['id']}", headers=tenant.headers)).json()
+    missing = await tenant.api.get(
+        f"/v1/models/{lost_model['fine_tuned_model']}/content", headers=tenant.headers
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_files_missing", (
+        missing.text
+    )
