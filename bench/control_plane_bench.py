@@ -165,11 +165,11 @@ def describe_idle(label: str, samples: list[float], share: float) -> str:
     return f"{label:<34} tracker round {rounds}   database CPU {share * 100:5.1f}% of a core"
 
 
-async def seed(
-    http: httpx.AsyncClient, args: argparse.Namespace
-) -> tuple[list[dict[str, str]], list[float], float]:
-    """Create the tenants and their queued jobs; return the tenants, create latencies and wall time."""
-    tenants = await asyncio.gather(*(tenant(http, f"bench-{i:03d}") for i in range(args.tenants)))
+async def create_all(
+    http: httpx.AsyncClient, tenants: list[dict[str, str]], args: argparse.Namespace
+) -> tuple[list[float], float]:
+    """Create each tenant's queued jobs at `concurrency`; return the create latencies and wall time, and
+    print the CPU each process spent per job created."""
     work = [headers for _ in range(args.jobs_per_tenant) for headers in tenants]
     latencies: list[float] = []
     queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
@@ -190,7 +190,7 @@ async def seed(
     cpu_after = await asyncio.to_thread(process_cpu.snapshot)
     spent = process_cpu.report(cpu_before, cpu_after, wall_s=wall, per=len(work), unit="job created")
     print("\n".join(spent), flush=True)
-    return list(tenants), latencies, wall
+    return latencies, wall
 
 
 async def pause_and_clear(http: httpx.AsyncClient, tenants: list[dict[str, str]]) -> None:
@@ -291,14 +291,15 @@ async def run(studio: RunningStudio, args: argparse.Namespace) -> None:
         if hold is not None:
             await asyncio.to_thread(hold.wait, 60)
         print(f"creating {args.tenants} tenants x {args.jobs_per_tenant} jobs ...", flush=True)
+        tenants = list(await asyncio.gather(*(tenant(http, f"bench-{i:03d}") for i in range(args.tenants))))
         if args.db_profile:
             url = await embedded_mongo_url(studio.settings)
             async with profiled(url, studio.settings.store.database) as since:
-                tenants, creates, wall = await seed(http, args)
+                creates, wall = await create_all(http, tenants, args)
             database, port = studio.settings.store.database, studio.settings.store.embedded_port
             lines += await report(url, database, port, since=since, per=len(creates), unit="job created")
         else:
-            tenants, creates, wall = await seed(http, args)
+            creates, wall = await create_all(http, tenants, args)
         await pause_and_clear(http, tenants)
         if hold is not None:
             remove_placement_group(hold)

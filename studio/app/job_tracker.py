@@ -128,10 +128,12 @@ class JobTrackerActor:
             await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
 
     async def wake(self, client_id: str | None = None) -> None:
+        """A change to look at now: a client's new job (`client_id`), or anything (None: the deployment
+        loop too; a job create is nothing to it)."""
         await self.start()
         if self._runner is not None:
             self._runner.wake(client_id)
-        if self._deployments is not None:
+        if self._deployments is not None and client_id is None:
             self._deployments.wake()
 
     async def _main(self, settings: Settings) -> None:

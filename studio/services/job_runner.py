@@ -160,11 +160,20 @@ class JobRunner:
         self._published_at = float("-inf")
 
     def wake(self, client_id: str | None = None) -> None:
-        """Start the next round now. `client_id`: a client that just queued a job (else: any change)."""
+        """Start the next round now. `client_id`: a client that just queued a job (else: any change).
+
+        A client already known to have jobs waiting only has its count raised: its new job waits behind
+        them (they wait for its own running jobs or for room in the cluster, and those changes start
+        rounds of their own), so a round now would launch nothing. A burst of creates from tenants with
+        queues costs the tracker nothing.
+        """
         if client_id is None:
             self._waiting = None
         elif self._waiting is not None:
-            self._waiting[client_id] = self._waiting.get(client_id, 0) + 1
+            known = self._waiting.get(client_id, 0)
+            self._waiting[client_id] = known + 1
+            if known > 0:
+                return
         self._wake.set()
 
     def stop(self) -> None:
