@@ -21,8 +21,8 @@ Snapshot = dict[int, tuple[str, float]]
 
 def _label(process: psutil.Process) -> str:
     line = " ".join(process.cmdline())
-    if line.startswith("ray::"):
-        return line.split()[0].removeprefix("ray::")
+    if line.startswith("ray::"):  # an actor's title names the method it runs now: keep the class only
+        return line.split()[0].removeprefix("ray::").split(".")[0]
     if process.pid == os.getpid():
         return "bench (load generator)"
     scripts = [os.path.basename(arg) for arg in process.cmdline()[1:] if arg.endswith(".py")]
@@ -41,18 +41,29 @@ def snapshot() -> Snapshot:
     return found
 
 
-def report(before: Snapshot, after: Snapshot, *, wall_s: float, per: int, unit: str) -> list[str]:
-    """Return lines: per label, the share of a core over `wall_s` and CPU ms per `unit`, busiest first."""
-    spent: Counter[str] = Counter()
+def spent(before: Snapshot, after: Snapshot) -> Counter[str]:
+    """Return the CPU seconds each label spent between two snapshots."""
+    found: Counter[str] = Counter()
     for pid, (label, seconds) in after.items():
         start = before.get(pid)
-        spent[label] += seconds - (start[1] if start and start[0] == label else 0.0)
-    total = sum(spent.values())
+        found[label] += seconds - (start[1] if start else 0.0)
+    return found
+
+
+def short(label: str) -> str:
+    """`ServeReplica:<app>:<deployment>` as its deployment's name; anything else as it is."""
+    return label.rsplit(":", 1)[-1] if label.startswith("ServeReplica:") else label
+
+
+def report(before: Snapshot, after: Snapshot, *, wall_s: float, per: int, unit: str) -> list[str]:
+    """Return lines: per label, the share of a core over `wall_s` and CPU ms per `unit`, busiest first."""
+    spent_by = spent(before, after)
+    total = sum(spent_by.values())
     lines = [
         f"CPU over the phase: {total / wall_s * 100:.0f}% of a core in all, "
         f"{total * 1000 / max(per, 1):.2f} ms per {unit} ({os.cpu_count()} cores)",
     ]
-    for label, seconds in spent.most_common(8):
+    for label, seconds in spent_by.most_common(8):
         if seconds <= 0.01 * total:
             break
         share, each = seconds / wall_s * 100, seconds * 1000 / max(per, 1)

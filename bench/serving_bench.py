@@ -18,6 +18,9 @@ flips every repeat, so the machine's drift hits all alike), `--requests` request
    CPU kernels that row takes the last adapter slot's weights when it shares a batch with adapters);
 2. the LoRA fine-tune: Mini Studio vs `vllm serve --enable-lora` with the same adapter;
 3. the ingress vs a direct deployment handle to the model server (no HTTP) on the base model.
+Under each line, each side's CPU per request (milliseconds, summed over the processes the bench started:
+its private Ray cluster and the `vllm serve` processes) and its busiest processes, so what an extra hop
+costs is seen where it is spent (`bench/process_cpu.py`).
 Figures: tokens/s = completion tokens of a batch / its wall time, median over repeats [min-max], and
 time to first token (TTFT: the first event carrying text, or the whole response when not streamed)
 p50 / p99 over all requests. Goals (issue 13): Mini Studio >= 0.9x `vllm serve` for base and LoRA;
@@ -32,12 +35,14 @@ import asyncio
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from typing import Any
 
 import httpx
 
+from bench import process_cpu
 from bench.common import RunningStudio, running_studio, vllm_serve
 
 TINY = "mini-studio/tiny-llama"
@@ -138,19 +143,37 @@ def pct(values: list[float], q: float) -> float:
 
 async def compare(
     sides: list[tuple[str, Call]], request: dict[str, Any], args: argparse.Namespace, concurrency: int
-) -> dict[str, tuple[float, float, float, float, float]]:
-    """Run the sides in turns; return per side (median tokens/s, min, max, TTFT p50 ms, TTFT p99 ms)."""
+) -> tuple[str, dict[str, tuple[float, float, float, float, float]]]:
+    """Run the sides in turns; return where their CPU went (a line) and per side (median tokens/s, min,
+    max, TTFT p50 ms, TTFT p99 ms)."""
     rates: dict[str, list[float]] = {name: [] for name, _ in sides}
     ttfts: dict[str, list[float]] = {name: [] for name, _ in sides}
+    cpu: dict[str, Counter[str]] = {name: Counter() for name, _ in sides}
     for repeat in range(args.repeats):
         for name, call in sides if repeat % 2 == 0 else sides[::-1]:
+            before = await asyncio.to_thread(process_cpu.snapshot)
             times, rate = await batch(lambda c=call: c(request), args.requests, concurrency)
+            cpu[name].update(process_cpu.spent(before, await asyncio.to_thread(process_cpu.snapshot)))
             ttfts[name] += times
             rates[name].append(rate)
-    return {
+    return cpu_line(cpu, args.requests * args.repeats), {
         name: (statistics.median(r), min(r), max(r), pct(ttfts[name], 0.5), pct(ttfts[name], 0.99))
         for name, r in rates.items()
     }
+
+
+def cpu_line(cpu: dict[str, Counter[str]], requests: int) -> str:
+    """Return where each side's CPU went: ms per request of its busiest processes (the bench's tree)."""
+    parts = []
+    for name, spent in cpu.items():
+        busiest = [
+            f"{process_cpu.short(label)} {seconds * 1000 / requests:.1f}"
+            for label, seconds in spent.most_common(4)
+            if seconds * 1000 / requests >= 0.1
+        ]
+        total = sum(spent.values()) * 1000 / requests
+        parts.append(f"{name} {total:.1f} ({', '.join(busiest)})")
+    return "  CPU ms per request: " + " | ".join(parts)
 
 
 def report(label: str, figures: dict[str, tuple[float, float, float, float, float]]) -> str:
@@ -203,9 +226,9 @@ async def measure(
                 for _, call in sides:
                     await call(request)  # warm every path
                 for concurrency in args.concurrency:
-                    figures = await compare(sides, request, args, concurrency)
+                    cpu, figures = await compare(sides, request, args, concurrency)
                     mode = f"{'stream' if stream else 'whole '} c={concurrency:<3}"
-                    print(report(f"{mode} {label}", figures), flush=True)
+                    print(report(f"{mode} {label}", figures), cpu, sep="\n", flush=True)
 
 
 def first_token(http: httpx.Client, headers: dict[str, str], model: str) -> float:
