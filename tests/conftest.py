@@ -25,6 +25,25 @@ class S3Endpoint:
     secret_key: str
     bucket: str
 
+    def client(self) -> Any:
+        """A boto3 S3 client of this server, with its keys (what tests read and write the bucket with)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def put_folder(self, prefix: str, files: dict[str, bytes]) -> str:
+        """Store `files` (relative name -> bytes) under `prefix` in the bucket; return its `s3://` URI."""
+        client = self.client()
+        for name, body in files.items():
+            client.put_object(Bucket=self.bucket, Key=f"{prefix}/{name}", Body=body)
+        return f"s3://{self.bucket}/{prefix}"
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

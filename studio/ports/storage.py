@@ -127,9 +127,9 @@ class ObjectStore(Protocol):
 
     async def get_file(self, *, key: str, path: Path) -> None: ...
 
-    async def get_directory(self, *, prefix: str, path: Path) -> int:
-        """Download every object under `<prefix>/` into `path` (which appears whole, or not at all);
-        return how many files. Raises NotFound: nothing under the prefix."""
+    async def get_directory(self, *, prefix: str, path: Path) -> None:
+        """Download every object under `<prefix>/` into `path` (which appears whole, or not at all).
+        Raises NotFound: nothing under the prefix."""
         ...
 
     async def exists(self, key: str) -> bool: ...

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from studio.blocking import BlockingCalls
 from studio.config import S3Settings
 from studio.errors import NotFound, Unavailable
+from studio.training.s3_objects import S3Location, download_folder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -112,30 +111,12 @@ class S3ObjectStore:
             self._s3.download_file, self._bucket, key, str(path), Config=self._transfer, budget_s=3600
         )
 
-    async def get_directory(self, *, prefix: str, path: Path) -> int:
-        keys: list[str] = await self._run(self._keys_under, prefix.rstrip("/") + "/")
-        if not keys:
-            raise NotFound(f"nothing in s3://{self._bucket}/{prefix}", code="model_files_missing")
-        # Written beside `path`, renamed into place once complete: a reader never sees half a folder.
-        partial = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
+    async def get_directory(self, *, prefix: str, path: Path) -> None:
+        folder = S3Location(self._bucket, prefix.strip("/"))
         try:
-            for key in keys:
-                target = partial / key[len(prefix.rstrip("/")) + 1 :]
-                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-                await self.get_file(key=key, path=target)
-            await asyncio.to_thread(os.replace, partial, path)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, partial, True)
-        return len(keys)
-
-    def _keys_under(self, prefix: str) -> list[str]:
-        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
-        return [
-            item["Key"]
-            for page in pages
-            for item in page.get("Contents", [])
-            if not item["Key"].endswith("/")
-        ]
+            await self._run(download_folder, self._s3, folder, path, budget_s=3600)
+        except FileNotFoundError as exc:
+            raise NotFound(f"nothing in {folder}", code="model_files_missing") from exc
 
     async def exists(self, key: str) -> bool:
         try:

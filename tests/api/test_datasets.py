@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import openai
 import pytest
@@ -246,13 +245,7 @@ async def test_s3_copy_exists_in_the_s3_server(
     done = await wait_for_file(client, created.id, lambda f: f["details"]["s3"]["state"] == "mirrored")
     key = f"{tenant[0]}/{created.id}/s3.jsonl"
     assert done["details"]["s3"]["uri"] == f"s3://{s3_endpoint.bucket}/{key}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint.endpoint_url,
-        aws_access_key_id=s3_endpoint.access_key,
-        aws_secret_access_key=s3_endpoint.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = s3_endpoint.client()
     assert s3.get_object(Bucket=s3_endpoint.bucket, Key=key)["Body"].read() == body
     await client.files.delete(created.id)
     with pytest.raises(s3.exceptions.NoSuchKey):

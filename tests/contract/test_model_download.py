@@ -12,8 +12,6 @@ import os
 import tarfile
 from urllib.parse import quote
 
-import boto3
-
 from tests.conftest import S3Endpoint
 from tests.contract.conftest import Tenant
 from tests.contract.strict import ERROR_OMITTED, ErrorBody, assert_openai_shape
@@ -91,17 +89,8 @@ async def test_a_model_trained_on_a_node_of_its_own_downloads_from_its_s3_copy(
     client_id = (await tenant.api.get("/v1/me", headers=tenant.headers)).json()["id"]
     prefix = f"{client_id}/jobs/{job_id}/final"
     written = {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(70_000), LONG: b"y"}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint.endpoint_url,
-        aws_access_key_id=s3_endpoint.access_key,
-        aws_secret_access_key=s3_endpoint.secret_key,
-        region_name="us-east-1",
-    )
-    for name, data in written.items():
-        s3.put_object(Bucket=s3_endpoint.bucket, Key=f"{prefix}/{name}", Body=data)
     elsewhere = "/nonexistent/node-2-cache/jobs/final"  # the run's node, not this one
-    uri = f"s3://{s3_endpoint.bucket}/{prefix}"
+    uri = s3_endpoint.put_folder(prefix, written)
     result = {"type": "result", "final_path": elsewhere, "final_uri": uri, "trained_tokens": 9}
     await tracker.run_to_end(job_id, log_of(result))
     done = (await tenant.api.get(f"/v1/fine_tuning/jobs/{job_id}", headers=tenant.headers)).json()

@@ -6,7 +6,6 @@ import socket
 import time
 from urllib.parse import urlparse
 
-import boto3
 import httpx
 import openai
 import pytest
@@ -41,13 +40,7 @@ def test_openai_sdk_files_round_trip_with_s3_copy(
         time.sleep(0.1)
     key = f"{tenant[0]}/{created.id}/serve.jsonl"
     assert found["details"]["s3"]["uri"] == f"s3://{s3_endpoint.bucket}/{key}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint.endpoint_url,
-        aws_access_key_id=s3_endpoint.access_key,
-        aws_secret_access_key=s3_endpoint.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = s3_endpoint.client()
     assert s3.get_object(Bucket=s3_endpoint.bucket, Key=key)["Body"].read() == body
 
     broken = client.files.create(file=("broken.jsonl", broken_on_line_7()), purpose="fine-tune")

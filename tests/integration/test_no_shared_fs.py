@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from ray.job_submission import JobSubmissionClient
 
@@ -131,13 +130,7 @@ async def _dataset(store: MongoStore, s3: S3Endpoint, client_id: str) -> str:
     )
     file_id = f"file-{client_id}"
     key = f"{client_id}/files/{file_id}.jsonl"
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-        region_name="us-east-1",
-    )
+    client = s3.client()
     client.put_object(Bucket=s3.bucket, Key=key, Body=jsonl(chat_rows(32)))
     dataset = Dataset(
         id=file_id,
@@ -204,13 +197,7 @@ async def test_a_node_without_the_data_folder_trains_from_s3_and_serves_the_adap
     assert Path(current.output_model_path).is_relative_to(two_nodes.cache / "jobs" / job.id)
     dataset_key = f"{client_id}/files/{file_id}.jsonl"
     assert (two_nodes.cache / "datasets" / s3_endpoint.bucket / dataset_key).is_file()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint.endpoint_url,
-        aws_access_key_id=s3_endpoint.access_key,
-        aws_secret_access_key=s3_endpoint.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = s3_endpoint.client()
     final_keys = keys_under(s3, S3Location.parse(current.output_model_uri))
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(final_keys)
     for step in (2, 4):

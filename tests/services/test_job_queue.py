@@ -186,3 +186,24 @@ async def test_jobs_stored_before_the_launched_flag_are_queued_and_followed(queu
         assert launched.id in [job.id for job in await reconnected.jobs.list_followed()]
     finally:
         await reconnected.close()
+
+
+async def test_a_create_behind_its_clients_waiting_jobs_starts_no_round(queue: Queue) -> None:
+    capped = await queue.client("capped", max_concurrent_jobs=1)
+    await queue.queue(capped, 3)
+    await queue.runner.round()  # one launched; the tracker knows the client has two more waiting
+    wake = queue.runner._wake  # the run loop's trigger: set means "start a round now"
+    wake.clear()
+
+    await queue.queue(capped, 1)
+    queue.runner.wake(capped)  # what the ingress does after the create
+    assert not wake.is_set()  # its job waits behind the two: a round now could launch nothing
+
+    fresh = await queue.client("fresh", max_concurrent_jobs=1)
+    (fresh_job,) = await queue.queue(fresh, 1)
+    queue.runner.wake(fresh)  # a client with nothing waiting: its job may launch now
+    assert wake.is_set()
+    stats = await queue.runner.round()
+    assert stats.launched == 1 and queue.launcher.job_ids()[-1] == fresh_job
+    queue.runner.wake()  # any other change: a round
+    assert wake.is_set()

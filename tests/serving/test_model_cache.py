@@ -7,24 +7,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from studio.serving.model_cache import ModelCache, local_model, node_local
 from tests.conftest import S3Endpoint
-
-
-def _upload(s3: S3Endpoint, prefix: str, files: dict[str, bytes]) -> str:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-        region_name="us-east-1",
-    )
-    for name, body in files.items():
-        client.put_object(Bucket=s3.bucket, Key=f"{prefix}/{name}", Body=body)
-    return f"s3://{s3.bucket}/{prefix}"
 
 
 @pytest.fixture
@@ -40,11 +26,11 @@ def test_folders_are_fetched_once_and_the_least_recently_used_go_past_the_bound(
     cache_root: Path, s3_endpoint: S3Endpoint
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    adapter = _upload(
-        s3_endpoint, f"c/jobs/{run}-a/final", {"adapter_config.json": b"{}", "w/x.bin": b"a" * 1000}
+    adapter = s3_endpoint.put_folder(
+        f"c/jobs/{run}-a/final", {"adapter_config.json": b"{}", "w/x.bin": b"a" * 1000}
     )
-    other = _upload(
-        s3_endpoint, f"c/jobs/{run}-b/final", {"adapter_config.json": b"{}", "x.bin": b"b" * 1000}
+    other = s3_endpoint.put_folder(
+        f"c/jobs/{run}-b/final", {"adapter_config.json": b"{}", "x.bin": b"b" * 1000}
     )
     # A base model the trainer built in the node's cache: not the cache's to evict.
     built = cache_root / "models" / "tiny"
@@ -73,7 +59,7 @@ def test_folders_are_fetched_once_and_the_least_recently_used_go_past_the_bound(
 def test_a_folder_on_the_node_is_read_in_place_else_its_s3_copy_and_scratch_moves_to_the_cache(
     cache_root: Path, s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
-    uri = _upload(s3_endpoint, f"c/jobs/{uuid.uuid4().hex[:8]}/final", {"adapter_config.json": b"{}"})
+    uri = s3_endpoint.put_folder(f"c/jobs/{uuid.uuid4().hex[:8]}/final", {"adapter_config.json": b"{}"})
     cache = ModelCache(endpoint_url=s3_endpoint.endpoint_url, region="us-east-1", timeout_s=10)
     here = tmp_path / "shared" / "final"
     here.mkdir(parents=True)
