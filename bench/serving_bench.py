@@ -9,6 +9,8 @@ of the tiny model (32 rows), deploys the base and attaches the adapter, then sta
 processes of this venv with the model server's own engine settings (read from its replica: dtype,
 max_model_len, max_num_seqs, max_num_batched_tokens, enforce_eager, KV cache bytes, the "uni" executor and
 the replica's VLLM_*/OMP_* environment): one plain, one with `--enable-lora` holding the same adapter.
+Both keep `vllm serve`'s default engine statistics (its Prometheus metrics), as a user running it gets
+and as the model server keeps them (as Ray metrics); no access log on either side.
 Every request: `/v1/completions`, a fixed prompt, `max_tokens` tokens forced (`ignore_eos`), greedy.
 
 For each of streamed / not streamed and each concurrency, the compared sides take turns (the order
@@ -258,7 +260,7 @@ def vllm_args(settings: dict[str, Any], *, adapter: str | None) -> list[str]:
         "--max-model-len", str(settings["max_model_len"]), "--max-num-seqs", str(settings["max_num_seqs"]),
         "--max-num-batched-tokens", str(settings["max_num_batched_tokens"]),
         "--kv-cache-memory-bytes", str(settings["kv_cache_memory_bytes"]),
-        "--distributed-executor-backend", "uni", "--disable-log-stats", "--disable-uvicorn-access-log",
+        "--distributed-executor-backend", "uni", "--disable-uvicorn-access-log",
     ]  # fmt: skip
     if settings["enforce_eager"]:
         args.append("--enforce-eager")
