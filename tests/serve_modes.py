@@ -17,6 +17,7 @@ Modes:
 - `haproxy-inline`: as `haproxy`, and the app runs on the replica's server loop
   (`RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0`) instead of a thread of its own: no hop between
   threads per ASGI message, but anything blocking in the app blocks the replica's server too.
+- `shipped`: whatever `serve_config.yaml` sets (HAProxy, the app inline, its buffer and handle settings).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import yaml
 
 from tests.servers import free_port
 
-MODES = ("proxy", "direct", "haproxy", "haproxy-inline")
+MODES = ("proxy", "direct", "haproxy", "haproxy-inline", "shipped")
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 DIRECT_INGRESS_PORTS = range(30000, 31001)  # RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT's defaults
 
@@ -48,6 +49,8 @@ def mode_env(mode: str) -> dict[str, str]:
         return {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
     if mode == "haproxy-inline":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+    if mode == "shipped":
+        return shipped_env()
     raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
 
 

@@ -103,6 +103,9 @@ def deployment_options(
             "runtime_env": {"env_vars": {**engine_env(scratch_dir, cpu_workers=cpu_workers), **(env or {})}},
         },
         "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+        # The ingress writes the access line of every inference request; Serve's own line per handle
+        # call here would be a second one, written to the log file and stderr on the request path.
+        "logging_config": {"enable_access_log": False},
         "health_check_period_s": 10,
         "health_check_timeout_s": 30,
         # A model that cannot load fails the same way every time: report it after a few tries
