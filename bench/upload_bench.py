@@ -6,12 +6,12 @@
 Writes the file once, then for each mode (`tests/serve_modes.py`: Serve's Python proxy, direct ingress
 reached on the replica's own port, HAProxy on the entry port, what `serve_config.yaml` ships; a mode
 named twice runs twice, `--modes shipped,shipped`) times a raw local copy of it (4 MiB blocks + fsync)
-and starts a private Ray cluster running Mini Studio in a child process and
-sends the file as one multipart `POST /v1/files` (streamed from disk), then through the Uploads API
-in 64 MiB parts. Prints, side by side: MB/s and its share of the raw rate, and the peak RSS growth of
-every Mini Studio process (every process under the cluster: ingress replicas, Serve's proxy,
-HAProxy and its manager, the controller, the database actor, ...; the largest per kind), then
-background validation MB/s in the service and the validator alone in this process.
+and starts a private Ray cluster running Mini Studio in a child process, waits until the cluster's
+memory has settled, and sends the file as one multipart `POST /v1/files` (streamed from disk), then
+through the Uploads API in 64 MiB parts. Prints, side by side: MB/s and its share of the raw rate, and
+the peak RSS growth of every Mini Studio process (every process under the cluster: ingress replicas,
+Serve's proxy, HAProxy and its manager, the controller, the database actor, ...; the largest per kind),
+then background validation MB/s in the service and the validator alone in this process.
 The machine may be shared: rates are noisy, compare columns of one run.
 """
 
@@ -212,11 +212,35 @@ def wait_processed(url: str, headers: dict[str, str], file_id: str) -> str:
     return str(status)
 
 
+def settle(quiet_mb: float = 2.0, timeout_s: float = 60.0) -> None:
+    """Wait until the cluster's processes stop growing (workers Ray starts ahead of need import for a
+    while after the app is up): less than `quiet_mb` in all over one second, or `timeout_s`."""
+
+    def total() -> int:
+        found = 0
+        for process in psutil.Process().children(recursive=True):
+            try:
+                found += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return found
+
+    deadline = time.monotonic() + timeout_s
+    before = total()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = total()
+        if abs(now - before) < quiet_mb * 1e6:
+            return
+        before = now
+
+
 def one_mode(mode: str, source: Path, parts: bool, extra_env: dict[str, str]) -> dict[str, Any]:
     """Run Mini Studio in `mode`; return the upload's seconds and RSS growth (and the parts')."""
     result: dict[str, Any] = {"mode": mode}
     with running_studio(controller_env=private_ports({**mode_env(mode), **extra_env})) as studio:
         url = entry_url(mode, studio.url)
+        settle()
         if parts:
             # Parts first, while the heaps are fresh: a process rarely returns memory to the OS, so
             # after the single-request upload its peak would hide the parts' own growth.
