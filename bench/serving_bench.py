@@ -19,7 +19,9 @@ flips every repeat, so the machine's drift hits all alike), `--requests` request
    base model on the `--enable-lora` server (`lora_request=None` there; shown for reference: on vLLM's
    CPU kernels that row takes the last adapter slot's weights when it shares a batch with adapters);
 2. the LoRA fine-tune: Mini Studio vs `vllm serve --enable-lora` with the same adapter;
-3. the ingress vs a direct deployment handle to the model server (no HTTP) on the base model.
+3. the ingress vs a direct deployment handle to the model server (no HTTP) on the base model;
+4. then the base is undeployed and deployed again without adapters (`engine.max_adapters` 0: its engine
+   runs without LoRA), and compared with plain `vllm serve` once more ("base, no LoRA").
 Under each line, each side's CPU per request (milliseconds, summed over the processes the bench started:
 its private Ray cluster and the `vllm serve` processes) and its busiest processes, so what an extra hop
 costs is seen where it is spent (`bench/process_cpu.py`).
@@ -194,10 +196,12 @@ async def measure(
     args: argparse.Namespace,
     *,
     app_name: str,
-    tuned: str,
+    tuned: str | None,
     plain: str | None,
     lora: str | None,
 ) -> None:
+    """Print the comparisons; `tuned` None: the base was deployed without adapters (its engine without
+    LoRA), and only the base is compared (with plain `vllm serve`)."""
     from ray import serve
 
     handle = serve.get_deployment_handle("ModelServer", app_name)
@@ -212,12 +216,16 @@ async def measure(
         client(lora or studio.url) as lora_http,
     ):
         ingress = via_http(ingress_http, studio.headers)
-        comparisons: list[tuple[str, str, list[tuple[str, Call]]]] = [
-            ("base", TINY, [("studio", ingress)]),
-            ("LoRA", tuned, [("studio", ingress)]),
-            ("ingress vs handle", TINY, [("ingress", ingress), ("handle", via_handle(handle))]),
-        ]
-        if plain and lora:
+        if tuned is None:
+            sides = [("studio", ingress)] + ([("vllm", via_http(plain_http, {}))] if plain else [])
+            comparisons: list[tuple[str, str, list[tuple[str, Call]]]] = [("base, no LoRA", TINY, sides)]
+        else:
+            comparisons = [
+                ("base", TINY, [("studio", ingress)]),
+                ("LoRA", tuned, [("studio", ingress)]),
+                ("ingress vs handle", TINY, [("ingress", ingress), ("handle", via_handle(handle))]),
+            ]
+        if tuned is not None and plain and lora:
             comparisons[0][2].extend(
                 [("vllm", via_http(plain_http, {})), ("vllm+lora", via_http(lora_http, {}))]
             )
@@ -342,6 +350,23 @@ def main() -> None:
             )
             print(f"vllm serve: plain {plain}, --enable-lora {lora} (logs in {logs})", flush=True)
         asyncio.run(measure(studio, args, app_name=base["app_name"], tuned=tuned, plain=plain, lora=lora))
+
+        # The same base deployed without adapters: its engine runs without LoRA, like plain `vllm serve`.
+        for deployment in (adapter.json(), base):
+            http.delete(f"/v1/deployments/{deployment['id']}", headers=h).raise_for_status()
+        started = time.perf_counter()
+        while True:
+            plain_base = http.post(
+                "/v1/deployments", headers=h, json={"model": TINY, "engine": {"max_adapters": 0}}
+            )
+            # 409 while the previous server is still going away
+            if plain_base.status_code != 409 or time.perf_counter() - started > 300:
+                break
+            time.sleep(1)
+        plain_base.raise_for_status()
+        print(f"base deployed without adapters: first token {first_token(http, h, TINY) - started:.1f} s")
+        app = plain_base.json()["app_name"]
+        asyncio.run(measure(studio, args, app_name=app, tuned=None, plain=plain, lora=lora))
 
 
 if __name__ == "__main__":

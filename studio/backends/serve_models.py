@@ -160,7 +160,7 @@ class ServeModelServers:
         return ServerSpec(
             model_name=deployment.model,
             model_source=deployment.model_source,
-            adapters=deployment.kind == "base",
+            adapters=deployment.kind == "base" and engine.max_adapters > 0,
             scratch_dir=self._scratch_dir,
             models_dir=self._models_dir,
             use_gpu=deployment.num_gpus > 0,

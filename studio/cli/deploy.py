@@ -92,6 +92,10 @@ def deploy(
         int | None,
         typer.Option(min=1, help="Engine stages splitting the layers (GPUs only; may span nodes)."),
     ] = None,
+    max_adapters: Annotated[
+        int | None,
+        typer.Option(min=0, help="Adapters a base holds per replica; 0: its engine runs without LoRA."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a model; wait until it answers. Exits 1 if it failed to start."""
@@ -108,6 +112,7 @@ def deploy(
         "max_model_len": max_model_len,
         "tensor_parallel_size": tensor_parallel_size,
         "pipeline_parallel_size": pipeline_parallel_size,
+        "max_adapters": max_adapters,
     }
     if any(v is not None for v in engine.values()):
         body["engine"] = {k: v for k, v in engine.items() if v is not None}

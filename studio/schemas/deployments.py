@@ -29,8 +29,9 @@ class EngineOptions(BaseModel):
     # KV cache size on CPU machines (vLLM's `kv_cache_memory_bytes`); None: the settings' value.
     kv_cache_bytes: int | None = Field(default=None, ge=1 << 20)
     # Adapters: the largest LoRA rank it takes and how many it holds in memory at once (per replica).
+    # 0: a base that takes no adapters, its engine without LoRA (base requests at plain vLLM speed).
     max_lora_rank: int = Field(default=16, ge=1, le=512)
-    max_adapters: int = Field(default=4, ge=1, le=64)
+    max_adapters: int = Field(default=4, ge=0, le=64)
     # One engine over tp x pp workers (one GPU each). None: every GPU of the replica is a tensor-parallel
     # worker (tp = num_gpus / pp), 1 without GPUs. Stored as the planner resolved them.
     tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)

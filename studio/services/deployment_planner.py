@@ -117,6 +117,14 @@ class DeploymentPlanner:
                 param="model",
                 code="base_not_deployed",
             )
+        if base.engine.max_adapters == 0:
+            raise Conflict(
+                f"{body.model!r} is a LoRA adapter of {job.model!r}, whose deployment takes no adapters "
+                f"(engine.max_adapters 0, an engine without LoRA): it must be undeployed and deployed again "
+                f"with engine.max_adapters of 1 or more for adapters to attach",
+                param="model",
+                code="base_without_adapters",
+            )
         return Deployment(
             **common,
             kind="fine-tuned",

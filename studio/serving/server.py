@@ -106,8 +106,9 @@ class ModelServer:
         self._adapter_paths: dict[str, str] = {}
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_task(self._prepare())
+        # At least 1 (Serve's floor): an engine without LoRA (max_adapters 0) is never sent an adapter.
         self._load_adapter: Callable[[str], Awaitable[_Adapter]] = serve.multiplexed(
-            max_num_models_per_replica=spec.max_adapters
+            max_num_models_per_replica=max(spec.max_adapters, 1)
         )(self._loader())
 
     async def _prepare(self) -> None:

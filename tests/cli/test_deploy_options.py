@@ -68,3 +68,9 @@ def test_a_size_below_one_is_refused_before_any_request(
     monkeypatch.setenv("MINI_STUDIO_CONFIG", str(tmp_path / "config.toml"))
     result = CliRunner().invoke(app, ["--api-key", "k", "deploy", MODEL, "--tensor-parallel-size", "0"])
     assert result.exit_code == 2 and "tensor-parallel-size" in result.output
+
+
+def test_max_adapters_0_asks_for_a_lora_less_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    body = run_deploy(monkeypatch, tmp_path, "--max-adapters", "0")
+    assert body == {"model": MODEL, "engine": {"max_adapters": 0}}
+    assert DeploymentCreate.model_validate(body).engine.max_adapters == 0

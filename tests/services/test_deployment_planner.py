@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from studio.app.builtin_models import builtin_models
 from studio.domain.jobs import fine_tuned_model_name
-from studio.schemas.deployments import DeploymentCreate
+from studio.errors import Conflict
+from studio.schemas.deployments import DeploymentCreate, EngineOptions
 from studio.services.deployment_planner import DeploymentPlanner
 from studio.stores.mongo import MongoStore
 from tests.conftest import make_settings
@@ -61,5 +64,35 @@ async def test_fine_tunes_are_planned_with_their_s3_copy(tmp_path: Path, mongo_u
         job_id = names["lora"][1]
         assert (lora.placement, lora.adapter_path) == ("adapter", f"/node-1/jobs/{job_id}/final")
         assert (lora.adapter_uri, lora.model_uri) == (f"s3://b/client-p/jobs/{job_id}/final", None)
+    finally:
+        await store.close()
+
+
+async def test_an_adapter_does_not_attach_to_a_base_deployed_without_adapters(
+    tmp_path: Path, mongo_url: str
+) -> None:
+    settings = make_settings(tmp_path, mongo_url=mongo_url)
+    store = await MongoStore.connect(mongo_url, settings.store)
+    try:
+        for entry in builtin_models():
+            await store.base_models.put(entry)
+        planner = DeploymentPlanner(
+            deployments=store.deployments,
+            base_models=store.base_models,
+            jobs=store.jobs,
+            settings=settings.serving,
+        )
+        job = stored_job("client-q", created_at=1)
+        name = fine_tuned_model_name(base_model=TINY, client_id="client-q", suffix="a", job_id=job.id)
+        done = {"status": "succeeded", "fine_tuned_model": name, "hyperparameters": SMALL_LORA}
+        await store.jobs.insert(job.model_copy(update={**done, "output_model_path": "/jobs/a/final"}))
+        plain = DeploymentCreate(model=TINY, engine=EngineOptions(max_adapters=0))
+        base = await planner.plan(owner="client-q", allowed=None, body=plain)
+        await store.deployments.insert(base.model_copy(update={"status": "ready"}))
+
+        with pytest.raises(Conflict) as refused:
+            await planner.plan(owner="client-q", allowed=None, body=DeploymentCreate(model=name))
+        assert refused.value.code == "base_without_adapters"
+        assert "engine.max_adapters" in refused.value.message
     finally:
         await store.close()

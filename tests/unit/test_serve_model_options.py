@@ -150,3 +150,14 @@ def test_a_full_fine_tune_s_s3_copy_and_the_node_cache_reach_its_replicas() -> N
     assert options["ray_actor_options"]["runtime_env"]["env_vars"] == engine_env(SCRATCH) | keys
     serve_checked(options)
     assert servers().spec(deployment).store is None  # no bucket: paths only, as before
+
+
+def test_a_base_deployed_without_adapters_runs_its_engine_without_lora() -> None:
+    with_adapters = engine_args(servers().spec(planned(num_gpus=0)))
+    assert with_adapters["enable_lora"] is True and with_adapters["max_loras"] == 4
+    assert with_adapters["worker_extension_cls"]  # the CPU kernels' fix for adapter-less rows
+
+    spec = servers().spec(planned(num_gpus=0, max_adapters=0))
+    assert spec.adapters is False
+    args = engine_args(spec)
+    assert not {"enable_lora", "max_loras", "max_cpu_loras", "worker_extension_cls"} & set(args)
