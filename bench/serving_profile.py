@@ -32,9 +32,16 @@ from bench.serving_bench import TINY, body, via_http, vllm_args
 PY_SPY = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "py-spy"
 
 
-def find(label_prefix: str) -> list[int]:
-    """Return pids of the bench's descendant processes whose label starts with `label_prefix`."""
-    return [pid for pid, (label, _) in process_cpu.snapshot().items() if label.startswith(label_prefix)]
+def find(label_prefix: str) -> int:
+    """Return the pid of the bench's first descendant process whose label starts with `label_prefix`.
+
+    Raises:
+        RuntimeError: no such process (the replica is not running).
+    """
+    for pid, (label, _) in process_cpu.snapshot().items():
+        if label.startswith(label_prefix):
+            return pid
+    raise RuntimeError(f"no process labelled {label_prefix}* under this bench")
 
 
 def engine_core(server_pid: int) -> int | None:
@@ -77,22 +84,31 @@ def _where(frame: str) -> str:
     return f" ({'/'.join(parts[-2:])})"
 
 
-async def load(call: Any, request: dict[str, Any], concurrency: int, seconds: float) -> int:
-    """Keep `concurrency` requests in flight for `seconds`; return how many completed."""
+Server = tuple[str, dict[str, str]]  # base URL, request headers
+
+
+async def load(server: Server, request: dict[str, Any], concurrency: int, seconds: float) -> int:
+    """Keep `concurrency` requests in flight to `server` for `seconds`; return how many completed."""
+    url, headers = server
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     deadline = time.monotonic() + seconds
     done = 0
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        call = via_http(http, headers)
 
-    async def worker() -> None:
-        nonlocal done
-        while time.monotonic() < deadline:
-            await call(request)
-            done += 1
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                await call(request)
+                done += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
     return done
 
 
-def profile(targets: dict[str, int], call: Any, args: argparse.Namespace, *, stream: bool, side: str) -> None:
+def profile(
+    targets: dict[str, int], server: Server, args: argparse.Namespace, *, stream: bool, side: str
+) -> None:
     """Sample `targets` ({name: pid}) with py-spy while the load runs; write one summary per target."""
     mode = f"{side}-{'stream' if stream else 'whole'}-c{args.concurrency}"
     raw = {name: args.out / f"{mode}-{name}.collapsed" for name in targets}
@@ -106,7 +122,7 @@ def profile(targets: dict[str, int], call: Any, args: argparse.Namespace, *, str
         for name, pid in targets.items()
     ]
     request = body(TINY, args.max_tokens, stream=stream)
-    done = asyncio.run(load(call, request, args.concurrency, args.seconds + 1))
+    done = asyncio.run(load(server, request, args.concurrency, args.seconds + 1))
     for spy in spies:
         spy.wait(timeout=120)
     print(f"{mode}: {done / (args.seconds + 1):.1f} requests/s while profiled", flush=True)
@@ -119,22 +135,6 @@ def profile(targets: dict[str, int], call: Any, args: argparse.Namespace, *, str
             )
             path.unlink()
             print(f"  {name}: {summary.splitlines()[0]} -> {args.out / f'{mode}-{name}.txt'}", flush=True)
-
-
-def with_client(url: str, headers: dict[str, str], concurrency: int) -> Any:
-    """Return a call (request body -> timing) over a fresh client; the client lives for the process."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    holder: dict[int, Any] = {}
-
-    async def call(request: dict[str, Any]) -> Any:
-        loop = id(asyncio.get_running_loop())
-        if loop not in holder:  # one client per event loop (each profile runs its own loop)
-            holder.clear()
-            http = httpx.AsyncClient(base_url=url, timeout=300, limits=limits)
-            holder[loop] = via_http(http, headers)
-        return await holder[loop](request)
-
-    return call
 
 
 def main() -> None:
@@ -152,15 +152,15 @@ def main() -> None:
         status_url = f"/v1/deployments/{deployment['id']}"
         while http.get(status_url, headers=studio.headers).json()["status"] != "ready":
             time.sleep(1)
-        ingress = find("ServeReplica:mini-studio:StudioIngress")[0]
-        server = find(f"ServeReplica:{deployment['app_name']}:ModelServer")[0]
+        ingress = find("ServeReplica:mini-studio:StudioIngress")
+        server = find(f"ServeReplica:{deployment['app_name']}:ModelServer")
         targets = {"ingress": ingress, "model-server": server}
         if (core := engine_core(server)) is not None:
             targets["engine-core"] = core
-        call = with_client(studio.url, studio.headers, args.concurrency)
+        server = (studio.url, studio.headers)
         for stream in (False, True):
-            asyncio.run(load(call, body(TINY, args.max_tokens, stream=stream), args.concurrency, 3))  # warm
-            profile(targets, call, args, stream=stream, side="studio")
+            asyncio.run(load(server, body(TINY, args.max_tokens, stream=stream), args.concurrency, 3))  # warm
+            profile(targets, server, args, stream=stream, side="studio")
         if args.vllm:
             from ray import serve
 
@@ -176,7 +176,7 @@ def main() -> None:
                 vllm_targets = {"api-server": api}
                 if (core := engine_core(api)) is not None:
                     vllm_targets["engine-core"] = core
-                plain = with_client(url, {}, args.concurrency)
+                plain: Server = (url, {})
                 for stream in (False, True):
                     asyncio.run(load(plain, body(TINY, args.max_tokens, stream=stream), args.concurrency, 3))
                     profile(vllm_targets, plain, args, stream=stream, side="vllm")
